@@ -1,0 +1,55 @@
+# The workbook's commands. Two matter: `make reproduce` and `make test`.
+# Every target creates or refreshes .venv from requirements.txt first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+KERNEL := fl-workbook
+STAMP  := $(VENV)/.installed
+PROFILE ?= auto
+NB ?=
+export WORKBOOK_PROGRESS ?= 0
+
+.PHONY: help venv data reproduce test unit nbval record report lab clean
+
+help:
+	@echo "make reproduce [PROFILE=quick|full] [NB=01]  run notebooks headless into runs/<profile>/, then REPORT.md"
+	@echo "make test                                    unit tests + nbval over every notebook (quick profile)"
+	@echo "make lab | record | report | data | clean"
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (FL workbook)" >/dev/null
+	$(PY) -c "import torch, torchvision, lib; print('venv ready: torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data: $(STAMP)
+	$(PY) scripts/seed_data.py
+
+reproduce: $(STAMP)
+	$(PY) scripts/reproduce.py --profile $(PROFILE) $(if $(NB),--nb $(NB)) --kernel $(KERNEL)
+
+test: $(STAMP)
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -p no:cacheprovider
+
+record: $(STAMP)
+	$(PY) scripts/reproduce.py --record $(if $(NB),--nb $(NB)) --kernel $(KERNEL)
+
+report: $(STAMP)
+	$(PY) -m lib.report
+
+lab: $(STAMP)
+	WORKBOOK_PROGRESS=1 $(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf runs results/quick results/full

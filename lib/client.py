@@ -1,0 +1,140 @@
+"""Client local training and evaluation on flat parameter vectors.
+
+One local step, with the hooks server strategies use (FedProx, SCAFFOLD)::
+
+    g  = grad f_i(w; batch) + wd * w
+    g += mu * (w - x)            # FedProx proximal term     (hooks.prox_mu)
+    g += c - c_i                 # SCAFFOLD control variate  (hooks.correction)
+    m  = rho * m + g             # heavy-ball momentum       (local.momentum)
+    w  = w - lr * m
+
+The client returns its update ``delta = w - x`` with the counts the server needs
+(samples, steps); it never returns data.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .data import ArrayDataset
+from .params import FlatModel
+
+
+@dataclass
+class LocalConfig:
+    """Local optimizer: SGD with momentum and weight decay, for ``epochs`` or exactly ``steps`` steps."""
+
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: float | None = 1
+    steps: int | None = None
+
+    def __post_init__(self):
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"local lr must be a positive number, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"local momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.steps is None and (self.epochs is None or self.epochs <= 0):
+            raise ValueError("give local epochs > 0 or a number of local steps")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"local steps must be >= 1, got {self.steps}")
+
+    def num_steps(self, num_samples: int) -> int:
+        if self.steps is not None:
+            return int(self.steps)
+        return max(1, math.ceil(self.epochs * num_samples / self.batch_size))
+
+
+@dataclass
+class ClientHooks:
+    """What a strategy changes in local training for one client this round."""
+
+    prox_mu: float = 0.0
+    correction: torch.Tensor | None = None
+    num_steps: int | None = None
+
+
+@dataclass
+class ClientResult:
+    client_id: int
+    delta: torch.Tensor
+    num_samples: int
+    num_steps: int
+    loss: float
+    lr: float
+    momentum: float
+    buffers: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def batches(n: int, batch_size: int, num_steps: int, generator: torch.Generator):
+    """Index batches for ``num_steps`` steps: reshuffle at every pass over the ``n`` samples."""
+    perm, pos = torch.randperm(n, generator=generator), 0
+    for _ in range(num_steps):
+        if pos >= n:
+            perm, pos = torch.randperm(n, generator=generator), 0
+        yield perm[pos: pos + batch_size]
+        pos += batch_size
+
+
+def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: LocalConfig,
+                hooks: ClientHooks | None = None, seed: int = 0, client_id: int = -1,
+                buffers: dict | None = None) -> ClientResult:
+    """Run local SGD from the server point ``x`` on one client's data; return ``w - x``."""
+    hooks = hooks or ClientHooks()
+    if len(data) == 0:
+        raise ValueError(f"client {client_id} has no data")
+    gen = torch.Generator().manual_seed(seed)
+    steps = hooks.num_steps or local.num_steps(len(data))
+    bufs = {k: v.clone() for k, v in (buffers if buffers is not None else fm.buffers).items()}
+    fm.module.train()
+    w, m = x.detach().clone(), torch.zeros_like(x)
+    total = 0.0
+    for idx in batches(len(data), local.batch_size, steps, gen):
+        w.requires_grad_(True)
+        loss = F.cross_entropy(fm(w, data.x[idx], bufs), data.y[idx])
+        (g,) = torch.autograd.grad(loss, w)
+        w = w.detach()
+        total += loss.item()
+        if local.weight_decay:
+            g = g + local.weight_decay * w
+        if hooks.prox_mu:
+            g = g + hooks.prox_mu * (w - x)
+        if hooks.correction is not None:
+            g = g + hooks.correction
+        if local.momentum:
+            m = local.momentum * m + g
+            g = m
+        w = w - local.lr * g
+    return ClientResult(client_id, w - x, len(data), steps, total / steps, local.lr, local.momentum,
+                        bufs if bufs else None)
+
+
+@torch.no_grad()
+def evaluate(fm: FlatModel, w: torch.Tensor, data: ArrayDataset, batch_size: int = 2000,
+             buffers: dict | None = None) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of parameters ``w`` on a dataset."""
+    fm.module.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(data), batch_size):
+        out = fm(w, data.x[i: i + batch_size], buffers)
+        y = data.y[i: i + batch_size]
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+    fm.module.train()
+    return correct / len(data), loss / len(data)
+
+
+def train_centrally(fm: FlatModel, w: torch.Tensor, data: ArrayDataset, local: LocalConfig,
+                    seed: int = 0) -> torch.Tensor:
+    """Plain (non-federated) SGD: one client holding all the data. Used for pre-training."""
+    return w + local_train(fm, w, data, local, seed=seed).delta

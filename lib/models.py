@@ -1,0 +1,144 @@
+"""Models at the scales the papers use, built by name with :func:`build_model`.
+
+========== ==================================================== ==========================
+name       architecture                                         used for
+========== ==================================================== ==========================
+mlp        2 hidden layers (200, 200), ReLU                     MNIST-like, quick tests
+cnn28      McMahan et al.'s CNN: 2 x (conv5x5, maxpool), FC 512 28x28 grey images
+cnn32      same shape for 32x32 RGB (conv 64, FC 384-192)       CIFAR with a small network
+resnet18   CIFAR ResNet-18 (3x3 stem, no max-pool); norm=       CIFAR at the papers' scale
+           "batch" or "group" (GroupNorm, 2 groups/channel set)
+text       token embeddings -> mean pool -> MLP                 AG News
+========== ==================================================== ==========================
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class MLP(nn.Module):
+    def __init__(self, input_shape, num_classes: int, hidden=(200, 200)):
+        super().__init__()
+        d = 1
+        for s in input_shape:
+            d *= s
+        layers, prev = [nn.Flatten()], d
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU()]
+            prev = h
+        layers.append(nn.Linear(prev, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """Two conv5x5 + max-pool blocks and two FC layers (McMahan et al. 2017 shape).
+
+    ``features`` is the convolutional trunk, ``head`` the classifier, so a
+    pre-trained trunk can be kept and the head re-initialised.
+    """
+
+    def __init__(self, input_shape, num_classes: int, channels=(32, 64), fc=(512,)):
+        super().__init__()
+        c_in, h, w = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c_in, channels[0], 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels[0], channels[1], 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten())
+        prev, layers = channels[1] * (h // 4) * (w // 4), []
+        for f in fc:
+            layers += [nn.Linear(prev, f), nn.ReLU()]
+            prev = f
+        self.head = nn.Sequential(*layers, nn.Linear(prev, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(2, channels)
+    raise ValueError(f"unknown norm {kind!r}; expected 'batch' or 'group'")
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.n1 = _norm(norm, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.n2 = _norm(norm, c_out)
+        self.short = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(norm, c_out))
+
+    def forward(self, x):
+        out = F.relu(self.n1(self.conv1(x)))
+        return F.relu(self.n2(self.conv2(out)) + self.short(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR ResNet-18: 3x3 stem, four stages of two BasicBlocks, global average pool."""
+
+    def __init__(self, input_shape, num_classes: int, norm: str = "group", width: int = 64):
+        super().__init__()
+        c_in = input_shape[0]
+        self.stem = nn.Sequential(nn.Conv2d(c_in, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU())
+        blocks, c = [], width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            for j in range(2):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(BasicBlock(c, width * mult, stride, norm))
+                c = width * mult
+        self.features = nn.Sequential(self.stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class TextClassifier(nn.Module):
+    """Mean of token embeddings (padding id 0 ignored), then a one-hidden-layer MLP."""
+
+    def __init__(self, input_shape, num_classes: int, vocab_size: int = 20000, embed_dim: int = 64,
+                 hidden: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.head = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, tokens):
+        mask = (tokens != 0).unsqueeze(-1).float()
+        pooled = (self.embed(tokens) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+def _cnn32(input_shape, num_classes, **kw):
+    return CNN(input_shape, num_classes, channels=kw.pop("channels", (64, 64)), fc=kw.pop("fc", (384, 192)), **kw)
+
+
+MODELS = {"mlp": MLP, "cnn28": CNN, "cnn32": _cnn32, "resnet18": ResNet18, "text": TextClassifier}
+
+
+def build_model(name: str, input_shape, num_classes: int, seed: int | None = None, **kwargs) -> nn.Module:
+    """Build a model by name; with ``seed`` the initial weights are reproducible."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    if name == "cnn28" and tuple(input_shape)[1:] != (28, 28):
+        raise ValueError(f"cnn28 expects 28x28 inputs, got {tuple(input_shape)}; use cnn32 or mlp")
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return MODELS[name](tuple(input_shape), num_classes, **kwargs)
+    return MODELS[name](tuple(input_shape), num_classes, **kwargs)
+
+
+def default_model(dataset: str) -> str:
+    """The model each dataset is paired with unless a notebook says otherwise."""
+    return {"fashion_mnist": "cnn28", "mnist": "cnn28", "cifar10": "resnet18", "cifar100": "resnet18",
+            "ag_news": "text", "ag_news_testsplit": "text"}.get(dataset, "mlp")

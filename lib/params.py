@@ -1,0 +1,51 @@
+"""A model's trainable parameters as one flat vector.
+
+Strategies never see an ``nn.Module``: the server model, every client model and
+every update are 1-D tensors of length P (FL-Simulator's layout). Averaging is
+then one reduction over a [clients x P] stack, and the forward pass is a pure
+function of the vector (``torch.func.functional_call``), so a later step can
+batch clients with ``torch.func.vmap`` without touching any strategy.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+class FlatModel:
+    """Wraps a module; ``fm(w, x)`` runs the module with flat parameters ``w``."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.numel = sum(self.numels)
+        self.buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
+
+    def flat(self) -> torch.Tensor:
+        """A detached copy of the module's current parameters as one vector."""
+        return torch.cat([p.detach().reshape(-1) for n, p in self.module.named_parameters()
+                          if n in set(self.names)]).clone()
+
+    def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        if w.shape != (self.numel,):
+            raise ValueError(f"expected a flat vector of {self.numel} parameters, got shape {tuple(w.shape)}")
+        return {n: t.view(s) for n, t, s in zip(self.names, torch.split(w, self.numels), self.shapes)}
+
+    def __call__(self, w: torch.Tensor, x: torch.Tensor, buffers: dict | None = None) -> torch.Tensor:
+        state = {**(self.buffers if buffers is None else buffers), **self.unflatten(w)}
+        return functional_call(self.module, state, (x,))
+
+    def load_into_module(self, w: torch.Tensor) -> nn.Module:
+        """Copy a flat vector into the wrapped module's parameters (for saving or inspection)."""
+        with torch.no_grad():
+            for n, t in self.unflatten(w).items():
+                self.module.get_parameter(n).copy_(t)
+        return self.module
+
+    def bytes(self, dtype_bytes: int = 4) -> int:
+        """Size of one model vector on the wire (float32 by default)."""
+        return self.numel * dtype_bytes

@@ -1,0 +1,57 @@
+"""Figures read the tidy records; every figure is saved under figures/."""
+from __future__ import annotations
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from . import paths
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def savefig(fig, name: str) -> str:
+    """Save ``fig`` as figures/<name>.png (150 dpi) and return the path relative to the repo."""
+    out = paths.figures_dir() / f"{name}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    return paths.rel(out)
+
+
+def plot_curves(df, x: str = "round", y: str = "accuracy", hue: str = "method", col: str | None = None,
+                style: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
+                title: str | None = None, col_wrap: int | None = None, height: float = 3.2):
+    """Mean curve (band = spread over seeds when several) of ``y`` against ``x``."""
+    labels = {"round": "communication round", "accuracy": "test accuracy", "loss": "test loss",
+              "sim_time": "simulated time (s)", "bytes_up": "bytes uploaded", "wall_time": "wall time (s)"}
+    g = sns.relplot(data=df, x=x, y=y, hue=hue, col=col, style=style, kind="line", errorbar=("pi", 100),
+                    height=height, aspect=1.3, col_wrap=col_wrap, facet_kws={"sharey": True})
+    g.set_axis_labels(xlabel or labels.get(x, x), ylabel or labels.get(y, y))
+    if title:
+        g.figure.suptitle(title, y=1.03)
+    return g.figure
+
+
+def plot_partition(part, ax=None, title: str | None = None, max_clients: int = 30):
+    """Stacked bars: each client's samples by class (the heterogeneity plot)."""
+    counts = part.counts()[:max_clients]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    bottom = np.zeros(len(counts))
+    colors = sns.color_palette("tab10", part.num_classes)
+    for c in range(part.num_classes):
+        ax.bar(np.arange(len(counts)), counts[:, c], bottom=bottom, color=colors[c], width=0.85, label=str(c))
+        bottom += counts[:, c]
+    ax.set_xlabel("client")
+    ax.set_ylabel("samples")
+    ax.set_title(title or f"{part.scheme} {part.params}")
+    return ax
+
+
+def partition_legend(fig, classes, ncol: int = 10):
+    colors = sns.color_palette("tab10", len(classes))
+    handles = [matplotlib.patches.Patch(color=colors[i], label=c) for i, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(classes)), bbox_to_anchor=(0.5, -0.08),
+               title="class", frameon=False)

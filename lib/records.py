@@ -1,0 +1,30 @@
+"""Per-run metrics on disk: tidy CSV under results/<profile>/."""
+from __future__ import annotations
+
+from . import paths
+
+
+def save_records(df, name: str, profile: str) -> str:
+    """Write a DataFrame as results/<profile>/<name>.csv; return the repo-relative path."""
+    out = paths.results_dir(profile) / f"{name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return paths.rel(out)
+
+
+def load_records(name: str, profile: str):
+    import pandas as pd
+    return pd.read_csv(paths.results_dir(profile) / f"{name}.csv")
+
+
+def time_to_target(df, target: float, x: str = "round", y: str = "accuracy", by=("method",)):
+    """First ``x`` at which ``y`` reaches ``target`` per group (NaN if never)."""
+    import numpy as np
+    import pandas as pd
+    rows = []
+    for key, g in df.groupby(list(by)):
+        g = g.sort_values(x)
+        hit = g[g[y] >= target]
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                     f"{x}_to_{target:g}": float(hit[x].iloc[0]) if len(hit) else np.nan})
+    return pd.DataFrame(rows)

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Execute the notebooks headless with papermill (``make reproduce`` / ``make record``).
+
+reproduce: notebooks/NN_*.ipynb -> runs/<profile>/NN_*.ipynb, figures/ and results/<profile>/,
+           then REPORT.md. A failing notebook does not stop the others; the exit code is
+           non-zero if any failed.
+record:    re-execute notebooks in place at the quick profile and strip papermill's
+           timing metadata, so the committed outputs are the ones nbval compares.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from lib.profiles import resolve_profile  # noqa: E402
+
+
+def notebooks(nb: str | None) -> list[Path]:
+    found = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if nb:
+        found = [p for p in found if p.name.startswith(nb.zfill(2) + "_") or p.stem == nb]
+        if not found:
+            raise SystemExit(f"no notebook matches NB={nb}; expected a number like 01 or a name like 01_initialization_matters")
+    return found
+
+
+def strip(path: Path) -> None:
+    """Drop papermill's and nbclient's volatile metadata (timings, exceptions) from a notebook."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            for out in cell.get("outputs", []):
+                out.get("metadata", {}).pop("papermill", None)
+    nbformat.write(nb, path)
+
+
+def execute(src: Path, dst: Path, profile: str, kernel: str, extra: dict | None = None) -> tuple[bool, float, str]:
+    import papermill as pm
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, **(extra or {})},
+                            kernel_name=kernel, cwd=str(src.parent), progress_bar=False)
+        return True, time.perf_counter() - t0, ""
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        return False, time.perf_counter() - t0, lines[-1] if lines else type(exc).__name__
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="auto")
+    ap.add_argument("--nb")
+    ap.add_argument("--kernel", default="fl-workbook")
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("WORKBOOK_PROGRESS", "0")
+    profile = "quick" if args.record else resolve_profile(args.profile)
+    if args.profile != "auto" or args.record:
+        print(f"profile: {profile} ({'record always uses quick' if args.record else 'as asked'})")
+    todo = notebooks(args.nb)
+    out_dir = ROOT / "runs" / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for nb in todo:
+        dst = nb if args.record else out_dir / nb.name
+        print(f"-> {nb.name} ({profile}) ...", flush=True)
+        ok, secs, err = execute(nb, dst, profile, args.kernel)
+        if ok and args.record:
+            strip(dst)
+        results.append((nb.name, ok, secs, err))
+        print(f"   {'ok    ' if ok else 'FAILED'} {secs:6.1f} s  {err}", flush=True)
+    if not args.record:
+        from lib.report import main as report
+        report([profile])
+    print("\nsummary:")
+    for name, ok, secs, err in results:
+        print(f"  {'passed' if ok else 'FAILED'}  {name:45s} {secs:7.1f} s  {err[:100]}")
+    failed = sum(not ok for _, ok, _, _ in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
