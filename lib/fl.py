@@ -76,12 +76,13 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
                   test: ArrayDataset, rounds: int, clients_per_round: int, local: LocalConfig | None = None,
                   seed: int = 0, eval_every: int = 1, steps_per_client: Sequence[int] | None = None,
                   clock: ClientClock | None = None, x0: torch.Tensor | None = None, label: str | None = None,
-                  strategy_kwargs: dict | None = None) -> FLRun:
+                  strategy_kwargs: dict | None = None, metrics=None) -> FLRun:
     """Simulate ``rounds`` of synchronous FL and return the records.
 
     ``steps_per_client`` fixes each client's number of local steps (objective
     inconsistency); otherwise ``local`` decides (epochs or steps).
     ``x0`` starts from given weights (e.g. pre-trained) instead of the model's own.
+    ``metrics(x) -> dict`` adds quantities of the global model to every record.
     """
     fm = model if isinstance(model, FlatModel) else FlatModel(model)
     if isinstance(strategy, str):
@@ -111,9 +112,10 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
 
     def record(t, train_loss):
         acc, loss = evaluate(fm, x, test, buffers=buffers)
+        extra = metrics(x) if metrics is not None else {}
         return {"method": name, "seed": seed, "round": t, "accuracy": acc, "loss": loss,
                 "train_loss": train_loss, "bytes_up": bytes_up, "bytes_down": bytes_down,
-                "sim_time": sim_time, "wall_time": time.perf_counter() - wall0}
+                "sim_time": sim_time, "wall_time": time.perf_counter() - wall0, **extra}
 
     records = [record(0, float("nan"))]
     for t in progress(range(1, rounds + 1), desc=name, unit="round"):

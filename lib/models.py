@@ -142,3 +142,29 @@ def default_model(dataset: str) -> str:
     """The model each dataset is paired with unless a notebook says otherwise."""
     return {"fashion_mnist": "cnn28", "mnist": "cnn28", "cifar10": "resnet18", "cifar100": "resnet18",
             "ag_news": "text", "ag_news_testsplit": "text"}.get(dataset, "mlp")
+
+
+def reset_head(model: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise the last Linear layer (seeded): keep a pre-trained trunk, start a new classifier."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ValueError("model has no Linear layer to reset")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        last[-1].reset_parameters()
+    return model
+
+
+def with_new_head(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
+    """Replace the last Linear layer by a fresh one with ``num_classes`` outputs (seeded)."""
+    parent, name, old = None, None, None
+    for mod in model.modules():
+        for n, child in mod.named_children():
+            if isinstance(child, nn.Linear):
+                parent, name, old = mod, n, child
+    if old is None:
+        raise ValueError("model has no Linear layer to replace")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        setattr(parent, name, nn.Linear(old.in_features, num_classes))
+    return model

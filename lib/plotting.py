@@ -26,7 +26,7 @@ def plot_curves(df, x: str = "round", y: str = "accuracy", hue: str = "method", 
     """Mean curve (band = spread over seeds when several) of ``y`` against ``x``."""
     labels = {"round": "communication round", "accuracy": "test accuracy", "loss": "test loss",
               "sim_time": "simulated time (s)", "bytes_up": "bytes uploaded", "wall_time": "wall time (s)"}
-    g = sns.relplot(data=df, x=x, y=y, hue=hue, col=col, style=style, kind="line", errorbar=("pi", 100),
+    g = sns.relplot(data=df, x=x, y=y, hue=hue, col=col, style=style or hue, kind="line", errorbar=("pi", 100),
                     height=height, aspect=1.3, col_wrap=col_wrap, facet_kws={"sharey": True})
     g.set_axis_labels(xlabel or labels.get(x, x), ylabel or labels.get(y, y))
     if title:
@@ -53,5 +53,5 @@ def plot_partition(part, ax=None, title: str | None = None, max_clients: int = 3
 def partition_legend(fig, classes, ncol: int = 10):
     colors = sns.color_palette("tab10", len(classes))
     handles = [matplotlib.patches.Patch(color=colors[i], label=c) for i, c in enumerate(classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(classes)), bbox_to_anchor=(0.5, -0.08),
+    fig.legend(handles=handles, loc="center left", ncol=max(1, len(classes) // ncol), bbox_to_anchor=(1.0, 0.5),
                title="class", frameon=False)

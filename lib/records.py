@@ -28,3 +28,10 @@ def time_to_target(df, target: float, x: str = "round", y: str = "accuracy", by=
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
                      f"{x}_to_{target:g}": float(hit[x].iloc[0]) if len(hit) else np.nan})
     return pd.DataFrame(rows)
+
+
+def final_metric(df, y: str = "accuracy", last: int = 3, by=("method",)):
+    """Mean of the last ``last`` evaluations per group: a less noisy 'final accuracy'."""
+    by = list(by)
+    return (df.sort_values("round").groupby(by + (["seed"] if "seed" in df and "seed" not in by else []))[y]
+            .apply(lambda s: s.tail(last).mean()).groupby(level=list(range(len(by)))).mean())

@@ -26,7 +26,11 @@ def progress_enabled() -> bool:
 
 
 def progress(iterable=None, **kwargs):
-    from tqdm.auto import tqdm
-    kwargs.setdefault("disable", not progress_enabled())
+    """tqdm over ``iterable``: a widget in JupyterLab, text in a terminal, nothing in batch runs."""
+    if progress_enabled():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+        kwargs["disable"] = True
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)

@@ -1,0 +1,77 @@
+"""The two-layer CNN model of "Initialization Matters" (arXiv 2502.08024).
+
+RECONSTRUCTED from the benign-overfitting line (Cao et al. 2022; Kou et al. 2023),
+which the paper's abstract builds on; the notebook says so where it relies on it.
+
+Data: two patches x = [y mu, xi], y in {-1, +1}, xi ~ N(0, sigma_p^2 (I - mu mu^T / ||mu||^2)).
+Model: F_j(W, x) = (1/m) sum_r sum_p ReLU(<w_{j,r}, x^(p)>) for j in {+1, -1};
+       f = F_{+1} - F_{-1};  logistic loss log(1 + exp(-y f)).
+The logistic loss on f is cross-entropy on the logits [F_{-1}, F_{+1}], so the
+model is an ordinary module (class 0 = label -1, class 1 = label +1) and FedAvg
+runs through the shared loop (full-batch local GD = batch size = client size).
+
+A filter w_{j,r} is *aligned* iff <w_{j,r}, j mu> > 0: it is active on its own
+class's signal patch. The paper's claim: heterogeneity harms learning only
+through misaligned filters, and pre-training leaves fewer of them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .data import ArrayDataset
+
+
+class TwoLayerCNN(nn.Module):
+    def __init__(self, d: int, m: int, sigma0: float = 0.01, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.W = nn.Parameter(sigma0 * torch.randn(2, m, d, generator=g))  # W[0]: class -1, W[1]: class +1
+        self.m = m
+
+    def forward(self, x):  # x: [n, patches, d]
+        act = torch.relu(torch.einsum("jrd,npd->njrp", self.W, x))
+        return act.sum(dim=(2, 3)) / self.m  # logits [F_{-1}, F_{+1}]
+
+
+def signal(d: int, norm: float) -> torch.Tensor:
+    mu = torch.zeros(d)
+    mu[0] = norm
+    return mu
+
+
+def related_signal(mu: torch.Tensor, cosine: float) -> torch.Tensor:
+    """A source-task signal mu' with ||mu'|| = ||mu|| and cos(mu, mu') = ``cosine``."""
+    if not -1 <= cosine <= 1:
+        raise ValueError(f"cosine must be in [-1, 1], got {cosine}")
+    u = torch.zeros_like(mu)
+    u[1] = mu.norm()
+    return cosine * mu + math.sqrt(1 - cosine ** 2) * u
+
+
+def make_data(mu: torch.Tensor, labels: torch.Tensor, sigma_p: float, seed: int) -> ArrayDataset:
+    """Samples x = [y mu, xi] for the given labels (0 -> y = -1, 1 -> y = +1); noise orthogonal to mu."""
+    g = torch.Generator().manual_seed(seed)
+    y = labels.float() * 2 - 1
+    xi = sigma_p * torch.randn(len(labels), mu.numel(), generator=g)
+    unit = mu / mu.norm()
+    xi = xi - (xi @ unit)[:, None] * unit[None, :]
+    x = torch.stack([y[:, None] * mu[None, :], xi], dim=1)
+    return ArrayDataset(x, labels.long(), ["y=-1", "y=+1"], "two_patch")
+
+
+def balanced_labels(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.arange(n) % 2)[torch.randperm(n, generator=g)]
+
+
+def alignment(W: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """<w_{j,r}, j mu> for every filter: [2, m] (row 0: class -1, row 1: class +1)."""
+    sign = torch.tensor([-1.0, 1.0])[:, None]
+    return sign * torch.einsum("jrd,d->jr", W, mu)
+
+
+def misaligned_fraction(W: torch.Tensor, mu: torch.Tensor) -> float:
+    return float((alignment(W, mu) <= 0).float().mean())
