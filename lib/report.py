@@ -35,12 +35,39 @@ def build_report(profiles=("quick", "full")) -> str:
     return "".join(parts)
 
 
+START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+
+
+def summary_table(profile: str = "quick") -> str:
+    """One line per claim: notebook, claim, our value, verdict (the README's claims summary)."""
+    rows = ["| notebook | claim | ours | verdict |", "|---|---|---|---|"]
+    for f in sorted(paths.results_dir(profile).glob("*.claims.json")):
+        doc = json.loads(f.read_text())
+        for r in doc["claims"]:
+            cells = [doc["notebook"], r["claim"], r["our_value"], f"**{r['verdict']}**"]
+            rows.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else "No claims saved yet: run `make reproduce`."
+
+
+def update_readme(readme, profile: str = "quick") -> bool:
+    """Replace the block between the claims markers in the README; False if the markers are missing."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{summary_table(profile)}\n{END}{tail}")
+    return True
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    text = build_report(tuple(argv) or ("quick", "full"))
+    profiles = tuple(argv) or ("quick", "full")
     out = paths.REPO_ROOT / "REPORT.md"
-    out.write_text(text)
+    out.write_text(build_report(profiles))
     print(f"wrote {paths.rel(out)}")
+    if "quick" in profiles and update_readme(paths.REPO_ROOT / "README.md", "quick"):
+        print("updated the claims summary in README.md")
     return 0
 
 
