@@ -1,0 +1,35 @@
+"""Asynchronous FL: the event-driven engine, delay models, and the asynchronous methods by name."""
+from __future__ import annotations
+
+import dataclasses
+
+from .afl_dw import AFLDW
+from .async_localsgd import AsyncLocalSGD
+from .ca2fl import CA2FL
+from .delays import DELAY_MODELS, DelayModel
+from .engine import AsyncRun, AsyncStrategy, Update, run_async
+from .fedasmu import FedASMU
+from .fedasync import FedAsync
+from .fedbuff import FedBuff
+from .fedcompass import FedCompass
+from .fedfix import FedFix
+from .fedstale import FedStale
+from .sync_fedavg import SyncFedAvg
+
+ASYNC_METHODS = {cls.name: cls for cls in (SyncFedAvg, FedAsync, FedBuff, AFLDW, CA2FL, FedStale, FedCompass,
+                                           FedASMU, FedFix, AsyncLocalSGD)}
+
+
+def get_async_strategy(name: str, **hyperparameters) -> AsyncStrategy:
+    if name not in ASYNC_METHODS:
+        raise ValueError(f"unknown asynchronous method {name!r}; known: {', '.join(sorted(ASYNC_METHODS))}")
+    cls = ASYNC_METHODS[name]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = set(hyperparameters) - set(fields)
+    if unknown:
+        raise ValueError(f"{name} has no hyperparameter(s) {sorted(unknown)}; it takes {fields}")
+    return cls(**hyperparameters)
+
+
+__all__ = ["run_async", "AsyncStrategy", "AsyncRun", "Update", "DelayModel", "DELAY_MODELS", "ASYNC_METHODS",
+           "get_async_strategy"]

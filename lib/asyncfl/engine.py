@@ -1,0 +1,262 @@
+"""Event-driven asynchronous FL on a virtual clock.
+
+The server loop (FedRevive's, and FedBuff's with B > 1)::
+
+    dispatch K idle clients on version 0
+    repeat, in order of simulated finish time:
+        pop the next upload (client i, started from version v_i)
+        tau_i = version - v_i                          # staleness
+        buffer.append(update_i)
+        if len(buffer) == B:  x, state = strategy.aggregate(x, state, buffer); version += 1
+        dispatch one randomly chosen idle client on the current version
+
+A task is download -> local training -> upload; its duration comes from a
+:class:`DelayModel`. A client is never dispatched while it is still training. Uploads
+that finish at the same instant are handled together before any new dispatch, so with
+equal speeds and B = K the engine is exactly synchronous FedAvg. A strategy with
+``synchronous = True`` waits for its whole cohort (a round lasts as long as its slowest
+client); one with ``period`` aggregates on a timer instead of a count (FedFix).
+
+Local training runs lazily when the upload is handled, from the model snapshot the
+client downloaded: the result is the same as training at dispatch time.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+import numpy as np
+import torch
+
+from ..client import ClientHooks, LocalConfig, evaluate, local_train
+from ..data import ArrayDataset
+from ..params import FlatModel
+from ..utils import derive_seed, progress
+from .delays import DelayModel
+
+
+@dataclass
+class Update:
+    """One upload as the server sees it: the client's model delta and metadata, never its data."""
+
+    client_id: int
+    delta: torch.Tensor
+    x_sent: torch.Tensor
+    base_version: int
+    staleness: int
+    num_samples: int
+    num_steps: int
+    lr: float
+    momentum: float
+    dispatch_time: float
+    arrival_time: float
+    train_time: float
+
+    @property
+    def x_client(self) -> torch.Tensor:
+        return self.x_sent + self.delta
+
+
+@dataclass
+class AsyncStrategy:
+    """Base of the asynchronous methods: buffered, staleness-free averaging (FedBuff with s = 1)."""
+
+    buffer_size: int = 1
+    server_lr: float = 1.0
+    name = "async"
+    synchronous = False          # wait for the whole cohort before dispatching again
+    period = None                # aggregate every `period` time units instead of every B uploads
+
+    def __post_init__(self):
+        if self.buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {self.buffer_size}")
+        if not self.server_lr > 0:
+            raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
+
+    def init(self, x: torch.Tensor, num_clients: int) -> dict:
+        return {}
+
+    def dispatch(self, state: dict, client_id: int, now: float) -> ClientHooks:
+        """Hooks for the task about to start (local steps, proximal term, ...)."""
+        return ClientHooks()
+
+    def on_arrival(self, state: dict, update: Update) -> None:
+        """Observe an upload before it is buffered (speed tracking, caches)."""
+
+    def aggregate(self, x: torch.Tensor, state: dict, buffer: list[Update]):
+        d = torch.stack([u.delta for u in buffer]).mean(0)
+        return x + self.server_lr * d, state
+
+
+@dataclass
+class AsyncRun:
+    records: list[dict]
+    updates: list[dict]
+    x: torch.Tensor
+    state: dict
+    timing: dict = field(default_factory=dict)
+
+    def frame(self):
+        import pandas as pd
+        return pd.DataFrame(self.records)
+
+    def update_frame(self):
+        import pandas as pd
+        return pd.DataFrame(self.updates)
+
+
+def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test: ArrayDataset | None,
+              delays: DelayModel, concurrency: int, local: LocalConfig | None = None, seed: int = 0,
+              max_time: float | None = None, max_versions: int | None = None, eval_every: int = 10,
+              eval_every_time: float | None = None, label: str | None = None, train: bool = True) -> AsyncRun:
+    """Simulate asynchronous FL until ``max_time`` (simulated) or ``max_versions`` server updates.
+
+    ``eval_every`` versions (or every ``eval_every_time`` time units) the global model is
+    evaluated on ``test``. ``train=False`` skips local training (zero updates): it measures
+    the engine alone.
+    """
+    fm = model if isinstance(model, FlatModel) else FlatModel(model)
+    local = local or LocalConfig()
+    n = len(clients)
+    if not 1 <= concurrency <= n:
+        raise ValueError(f"concurrency must be in 1..{n} (the number of clients), got {concurrency}")
+    if strategy.buffer_size > concurrency and not strategy.synchronous:
+        raise ValueError(f"buffer_size {strategy.buffer_size} is larger than the concurrency {concurrency}: "
+                         f"at most {concurrency} uploads can be outstanding")
+    if strategy.synchronous and strategy.buffer_size != concurrency:
+        raise ValueError("a synchronous strategy's buffer must equal the cohort (concurrency)")
+    if delays.n != n:
+        raise ValueError(f"the delay model describes {delays.n} clients, the partition {n}")
+    if max_time is None and max_versions is None:
+        raise ValueError("give max_time or max_versions")
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+
+    rng = np.random.default_rng(derive_seed(seed, 2))
+    x = fm.flat()
+    state = strategy.init(x, n)
+    history = [(0.0, x)]                 # (time, global model) for mid-training fetches
+    heap, seq = [], 0
+    idle = np.ones(n, dtype=bool)
+    redispatch = {}                       # (client, version) -> times dispatched on that version
+    version, now, buffer = 0, 0.0, []
+    name = label or strategy.name
+    records, updates = [], []
+    engine_s = train_s = eval_s = 0.0
+    wall0 = time.perf_counter()
+    next_eval_time = eval_every_time
+    next_period = strategy.period
+
+    def dispatch(t):
+        nonlocal seq
+        free = np.flatnonzero(idle)
+        if len(free) == 0:
+            return
+        cid = int(free[rng.integers(len(free))])
+        hooks = strategy.dispatch(state, cid, t)
+        steps = hooks.num_steps or local.num_steps(len(clients[cid]))
+        down, tr, up = delays.sample(cid, steps, rng)
+        idle[cid] = False
+        heapq.heappush(heap, (t + down + tr + up, seq, cid, version, x, hooks, steps, t, tr, down))
+        seq += 1
+
+    def evaluate_now(t):
+        nonlocal eval_s
+        t0 = time.perf_counter()
+        acc, loss = evaluate(fm, x, test) if test is not None else (float("nan"), float("nan"))
+        eval_s += time.perf_counter() - t0
+        records.append({"method": name, "seed": seed, "version": version, "sim_time": t, "accuracy": acc,
+                        "loss": loss, "wall_time": time.perf_counter() - wall0})
+
+    def apply(t):
+        nonlocal x, state, version, buffer
+        x, state = strategy.aggregate(x, state, buffer)
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(f"{name}: the global model diverged at version {version + 1}")
+        version += 1
+        history.append((t, x))
+        for u in buffer:
+            updates.append({"method": name, "seed": seed, "version": version, "client": u.client_id,
+                            "staleness": u.staleness, "arrival_time": u.arrival_time,
+                            "train_time": u.train_time, "num_steps": u.num_steps})
+        buffer = []
+        if eval_every_time is None and version % eval_every == 0:
+            evaluate_now(t)
+
+    def model_at(t):
+        """The global model the server held at simulated time t."""
+        k = np.searchsorted([h[0] for h in history], t, side="right") - 1
+        return history[max(k, 0)][1]
+
+    evaluate_now(0.0)
+    cohort = concurrency
+    for _ in range(cohort):
+        dispatch(0.0)
+    bar = progress(total=max_versions or None, desc=name, unit="version")
+    done = False
+    while heap and not done:
+        t_next = heap[0][0]
+        if next_period is not None and next_period <= t_next:      # FedFix: timer first
+            now = next_period
+            if buffer:
+                apply(now)
+            next_period += strategy.period
+            continue
+        if max_time is not None and t_next > max_time:
+            break
+        now = t_next
+        while eval_every_time is not None and next_eval_time <= now:
+            evaluate_now(next_eval_time)
+            next_eval_time += eval_every_time
+        # every upload that finishes at this instant, then the dispatches
+        arrived = 0
+        while heap and heap[0][0] == now and not done:
+            t0 = time.perf_counter()
+            _, _, cid, v0, x_sent, hooks, steps, t_disp, tr, down = heapq.heappop(heap)
+            k = redispatch.get((cid, v0), 0)
+            redispatch[(cid, v0)] = k + 1
+            engine_s += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            parts = (seed, v0 + 1, cid) if k == 0 else (seed, v0 + 1, cid, k)
+            if train:
+                if hasattr(strategy, "local_update"):   # device-side logic (FedASMU's mid-task mixing)
+                    delta = strategy.local_update(fm, x_sent, clients[cid], local, hooks, derive_seed(*parts), cid,
+                                                  model_at(t_disp + down + tr / 2), steps)
+                else:
+                    delta = local_train(fm, x_sent, clients[cid], local, hooks, seed=derive_seed(*parts),
+                                        client_id=cid).delta
+            else:
+                delta = torch.zeros_like(x_sent)
+            train_s += time.perf_counter() - t1
+            t0 = time.perf_counter()
+            u = Update(cid, delta, x_sent, v0, version - v0, len(clients[cid]), steps, local.lr, local.momentum,
+                       t_disp, now, tr)
+            idle[cid] = True
+            strategy.on_arrival(state, u)
+            buffer.append(u)
+            arrived += 1
+            engine_s += time.perf_counter() - t0
+            if strategy.period is None and len(buffer) >= strategy.buffer_size:
+                t1, e0 = time.perf_counter(), eval_s
+                apply(now)
+                bar.update(1)
+                engine_s += time.perf_counter() - t1 - (eval_s - e0)
+                if max_versions is not None and version >= max_versions:
+                    done = True
+        t0 = time.perf_counter()
+        if strategy.synchronous:
+            if not heap:
+                for _ in range(cohort):
+                    dispatch(now)
+        else:
+            for _ in range(arrived):
+                dispatch(now)
+        engine_s += time.perf_counter() - t0
+    bar.close()
+    if eval_every_time is None and (not records or records[-1]["version"] != version):
+        evaluate_now(now)
+    wall = time.perf_counter() - wall0
+    # engine_s includes the strategies' aggregation; evaluation and training are separate
+    timing = {"wall_s": wall, "train_s": train_s, "eval_s": eval_s, "engine_s": engine_s,
+              "events": len(updates), "versions": version, "sim_time": now}
+    return AsyncRun(records, updates, x, state, timing)

@@ -1,0 +1,37 @@
+"""FedStale (Rodio and Neglia 2024): a convex mix of fresh and stale updates.
+
+    x <- x + eta sum_i q_i [ b h_i + 1{i in S} / p_i (D_i - b h_i) ]
+
+with q_i = 1/N, p_i = |S| / N (the chance that a client is in a buffer of |S|) and h_i
+the client's last update (zero before its first). b = 0 is unbiased FedAvg-style
+averaging of the buffer; b = 1 is FedVARP.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from .engine import AsyncStrategy
+
+
+@dataclass
+class FedStale(AsyncStrategy):
+    buffer_size: int = 10
+    beta: float = 0.5
+    name = "fedstale"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.beta <= 1:
+            raise ValueError(f"FedStale beta must be in [0, 1], got {self.beta}")
+
+    def init(self, x, num_clients):
+        return {"h": {}, "n": num_clients}
+
+    def aggregate(self, x, state, buffer):
+        h, n = state["h"], state["n"]
+        zero = torch.zeros_like(x)
+        stale = torch.stack(list(h.values())).sum(0) / n if h else zero          # sum_i q_i b h_i / b
+        fresh = torch.stack([u.delta - self.beta * h.get(u.client_id, zero) for u in buffer]).sum(0)
+        step = self.beta * stale + fresh / len(buffer)                              # q_i / p_i = 1 / |S|
+        h = {**h, **{u.client_id: u.delta for u in buffer}}
+        return x + self.server_lr * step, {**state, "h": h}
