@@ -30,8 +30,12 @@ def time_to_target(df, target: float, x: str = "round", y: str = "accuracy", by=
     return pd.DataFrame(rows)
 
 
-def final_metric(df, y: str = "accuracy", last: int = 3, by=("method",)):
-    """Mean of the last ``last`` evaluations per group: a less noisy 'final accuracy'."""
+def final_metric(df, y: str = "accuracy", last: int = 3, by=("method",), order_by: str | None = None):
+    """Mean of the last ``last`` evaluations per group: a less noisy 'final accuracy'.
+
+    Evaluations are ordered by ``order_by`` (default: ``round`` if present, else ``sim_time``).
+    """
     by = list(by)
-    return (df.sort_values("round").groupby(by + (["seed"] if "seed" in df and "seed" not in by else []))[y]
+    order_by = order_by or ("round" if "round" in df else "sim_time")
+    return (df.sort_values(order_by, kind="stable").groupby(by + (["seed"] if "seed" in df and "seed" not in by else []))[y]
             .apply(lambda s: s.tail(last).mean()).groupby(level=list(range(len(by)))).mean())

@@ -39,6 +39,9 @@ def test_staleness_and_event_order_on_a_hand_built_schedule(blobs):
     # t=4 c0 (v4); t=5 c1 (dispatched t=2.5 on v3, tau 2) before c0 (dispatched t=4 on v5, tau 1)
     assert got == [(1.0, 0, 0), (2.0, 0, 0), (2.5, 1, 2), (3.0, 0, 1), (4.0, 0, 0), (5.0, 1, 2), (5.0, 0, 1)]
     assert [u["version"] for u in r.updates] == list(range(1, 8))
+    p4 = 4 * sum(q.numel() for q in mlp(train).parameters())
+    assert r.records[-1]["bytes_up"] == 7 * p4                 # seven uploads
+    assert r.records[-1]["bytes_down"] == (2 + 7) * p4         # two initial dispatches + one per upload
 
 
 def test_staleness_functions_by_hand():

@@ -135,7 +135,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     rng = np.random.default_rng(derive_seed(seed, 2))
     x = fm.flat()
     state = strategy.init(x, n)
-    history = [(0.0, x)]                 # (time, global model) for mid-training fetches
+    keep_history = hasattr(strategy, "local_update")   # device-side fetches need past global models
+    history = [(0.0, x)]                 # (time, global model), pruned to what outstanding tasks can ask for
     heap, seq = [], 0
     idle = np.ones(n, dtype=bool)
     redispatch = {}                       # (client, version) -> times dispatched on that version
@@ -143,12 +144,14 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     name = label or strategy.name
     records, updates = [], []
     engine_s = train_s = eval_s = 0.0
+    model_bytes = fm.bytes()
+    bytes_up = bytes_down = 0
     wall0 = time.perf_counter()
     next_eval_time = eval_every_time
     next_period = strategy.period
 
     def dispatch(t):
-        nonlocal seq
+        nonlocal seq, bytes_down
         free = np.flatnonzero(idle)
         if len(free) == 0:
             return
@@ -157,6 +160,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         steps = hooks.num_steps or local.num_steps(len(clients[cid]))
         down, tr, up = delays.sample(cid, steps, rng)
         idle[cid] = False
+        bytes_down += model_bytes
         heapq.heappush(heap, (t + down + tr + up, seq, cid, version, x, hooks, steps, t, tr, down))
         seq += 1
 
@@ -166,7 +170,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         acc, loss = evaluate(fm, x, test) if test is not None else (float("nan"), float("nan"))
         eval_s += time.perf_counter() - t0
         records.append({"method": name, "seed": seed, "version": version, "sim_time": t, "accuracy": acc,
-                        "loss": loss, "wall_time": time.perf_counter() - wall0})
+                        "loss": loss, "bytes_up": bytes_up, "bytes_down": bytes_down,
+                        "wall_time": time.perf_counter() - wall0})
 
     def apply(t):
         nonlocal x, state, version, buffer
@@ -174,7 +179,11 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         if not torch.isfinite(x).all():
             raise FloatingPointError(f"{name}: the global model diverged at version {version + 1}")
         version += 1
-        history.append((t, x))
+        if keep_history:
+            history.append((t, x))
+            oldest = min((item[7] for item in heap), default=t)     # earliest dispatch still in flight
+            while len(history) > 1 and history[1][0] <= oldest:
+                history.pop(0)
         for u in buffer:
             updates.append({"method": name, "seed": seed, "version": version, "client": u.client_id,
                             "staleness": u.staleness, "arrival_time": u.arrival_time,
@@ -196,7 +205,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     done = False
     while heap and not done:
         t_next = heap[0][0]
-        if next_period is not None and next_period <= t_next:      # FedFix: timer first
+        if (next_period is not None and next_period <= t_next
+                and (max_time is None or next_period <= max_time)):   # FedFix: the timer fires first
             now = next_period
             if buffer:
                 apply(now)
@@ -232,6 +242,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
             u = Update(cid, delta, x_sent, v0, version - v0, len(clients[cid]), steps, local.lr, local.momentum,
                        t_disp, now, tr)
             idle[cid] = True
+            bytes_up += model_bytes
             strategy.on_arrival(state, u)
             buffer.append(u)
             arrived += 1

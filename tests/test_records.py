@@ -1,0 +1,24 @@
+import math
+
+import pandas as pd
+
+from lib.records import final_metric, time_to_target
+
+
+def test_final_metric_means_the_last_evaluations_per_group_and_seed():
+    df = pd.DataFrame({"method": ["a"] * 4 + ["b"] * 4, "seed": [0, 0, 1, 1] * 2, "round": [0, 1] * 4,
+                       "accuracy": [0.0, 0.4, 0.0, 0.6, 0.0, 0.1, 0.0, 0.3]})
+    fm = final_metric(df, last=1)
+    assert math.isclose(fm["a"], 0.5) and math.isclose(fm["b"], 0.2)
+
+
+def test_final_metric_orders_async_records_by_simulated_time():
+    df = pd.DataFrame({"method": ["a"] * 3, "sim_time": [2.0, 0.0, 1.0], "accuracy": [0.9, 0.1, 0.5]})
+    assert math.isclose(final_metric(df, last=1)["a"], 0.9)
+
+
+def test_time_to_target_first_crossing_or_nan():
+    df = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "sim_time": [0, 1, 2] * 2,
+                       "accuracy": [0.1, 0.8, 0.9, 0.1, 0.2, 0.3]})
+    t = time_to_target(df, 0.75, x="sim_time").set_index("method").iloc[:, 0]
+    assert t["a"] == 1.0 and math.isnan(t["b"])
