@@ -16,35 +16,25 @@ from dataclasses import dataclass
 
 import torch
 
-from ..client import ClientHooks
-from . import speed
 from .engine import AsyncStrategy
+from .speed import SpeedAwareSteps
 
 
 @dataclass
-class AsyncLocalSGD(AsyncStrategy):
+class AsyncLocalSGD(SpeedAwareSteps, AsyncStrategy):
     server_lr: float = 0.5
     server_momentum: float = 0.5
     delay: int = 5
-    q_ref: int = 20
-    q_min: int = 5
-    q_max: int = 40
     name = "async_localsgd"
 
     def __post_init__(self):
         super().__post_init__()
         if self.buffer_size != 1 or self.delay < 1 or not 0 <= self.server_momentum < 1:
             raise ValueError("async_localsgd needs buffer_size 1, delay >= 1 and server_momentum in [0, 1)")
-        speed.assign_steps({}, 0, self.q_ref, self.q_min, self.q_max)
+        self.check_steps()
 
     def init(self, x, num_clients):
         return {"m": torch.zeros_like(x), "acc": torch.zeros_like(x), "count": 0, "speed": {}}
-
-    def dispatch(self, state, client_id, now):
-        return ClientHooks(num_steps=speed.assign_steps(state["speed"], client_id, self.q_ref, self.q_min, self.q_max))
-
-    def on_arrival(self, state, update):
-        speed.observe(state["speed"], update.client_id, update.train_time, update.num_steps)
 
     def aggregate(self, x, state, buffer):
         (u,) = buffer

@@ -11,35 +11,25 @@ factor); here a group is the next K arrivals, which the step assignment makes ne
 """
 from dataclasses import dataclass
 
-from ..client import ClientHooks
-from . import speed
 from .engine import AsyncStrategy
+from .speed import SpeedAwareSteps
 from .staleness import polynomial
 
 
 @dataclass
-class FedCompass(AsyncStrategy):
+class FedCompass(SpeedAwareSteps, AsyncStrategy):
     buffer_size: int = 5
     mixing: float = 0.9
-    q_ref: int = 20
-    q_min: int = 5
-    q_max: int = 40
     name = "fedcompass"
 
     def __post_init__(self):
         super().__post_init__()
-        speed.assign_steps({}, 0, self.q_ref, self.q_min, self.q_max)  # validates the range
+        self.check_steps()
         if not 0 < self.mixing <= 1:
             raise ValueError(f"mixing must be in (0, 1], got {self.mixing}")
 
     def init(self, x, num_clients):
         return {"speed": {}}
-
-    def dispatch(self, state, client_id, now):
-        return ClientHooks(num_steps=speed.assign_steps(state["speed"], client_id, self.q_ref, self.q_min, self.q_max))
-
-    def on_arrival(self, state, update):
-        speed.observe(state["speed"], update.client_id, update.train_time, update.num_steps)
 
     def aggregate(self, x, state, buffer):
         a = [self.mixing * polynomial(u.staleness) / len(buffer) for u in buffer]

@@ -6,7 +6,11 @@ steps, so fast and slow clients need about the same time per task. Unknown clien
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from ..client import ClientHooks
 
 
 def observe(speeds: dict, client: int, train_time: float, steps: int, ema: float = 0.5) -> None:
@@ -21,3 +25,21 @@ def assign_steps(speeds: dict, client: int, q_ref: int, q_min: int, q_max: int) 
         return q_ref
     median = float(np.median(list(speeds.values())))
     return int(np.clip(round(q_ref * median / max(speeds[client], 1e-12)), q_min, q_max))
+
+
+@dataclass
+class SpeedAwareSteps:
+    """Mixin for strategies that schedule local steps by client speed (FedCompass, async Local-SGD)."""
+
+    q_ref: int = 20
+    q_min: int = 5
+    q_max: int = 40
+
+    def check_steps(self) -> None:
+        assign_steps({}, 0, self.q_ref, self.q_min, self.q_max)
+
+    def dispatch(self, state, client_id, now):
+        return ClientHooks(num_steps=assign_steps(state["speed"], client_id, self.q_ref, self.q_min, self.q_max))
+
+    def on_arrival(self, state, update):
+        observe(state["speed"], update.client_id, update.train_time, update.num_steps)
