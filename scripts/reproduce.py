@@ -34,6 +34,7 @@ def strip(path: Path) -> None:
     import nbformat
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
@@ -43,11 +44,12 @@ def strip(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def execute(src: Path, dst: Path, profile: str, kernel: str, extra: dict | None = None) -> tuple[bool, float, str]:
+def execute(src: Path, dst: Path, profile: str | None, kernel: str) -> tuple[bool, float, str]:
+    """Run one notebook; ``profile=None`` keeps the notebook's own default (no injected cell)."""
     import papermill as pm
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, **(extra or {})},
+        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile} if profile else None,
                             kernel_name=kernel, cwd=str(src.parent), progress_bar=False)
         return True, time.perf_counter() - t0, ""
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
@@ -73,7 +75,7 @@ def main() -> int:
     for nb in todo:
         dst = nb if args.record else out_dir / nb.name
         print(f"-> {nb.name} ({profile}) ...", flush=True)
-        ok, secs, err = execute(nb, dst, profile, args.kernel)
+        ok, secs, err = execute(nb, dst, None if args.record else profile, args.kernel)
         if ok and args.record:
             strip(dst)
         results.append((nb.name, ok, secs, err))
