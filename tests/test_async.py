@@ -181,3 +181,16 @@ def test_buffer_larger_than_concurrency_is_rejected(blobs):
     with pytest.raises(ValueError, match="buffer_size 8 is larger than the concurrency 4"):
         run_async(mlp(train), get_async_strategy("fedbuff", buffer_size=8), clients, test,
                   DelayModel.fixed([1.0] * 6), concurrency=4, max_versions=2)
+
+
+def test_fedasmu_device_mixing_pulls_towards_the_fresh_model(blobs):
+    train, _ = blobs
+    from lib.params import FlatModel
+    fm = FlatModel(mlp(train))
+    x_sent = fm.flat()
+    fresh = x_sent + 1.0                                        # a much newer global model
+    local = LocalConfig(lr=0.05, steps=4)
+    none = get_async_strategy("fedasmu", device_mixing=0.0).local_update(fm, x_sent, train, local, None, 1, 0, fresh, 4)
+    full = get_async_strategy("fedasmu", device_mixing=1.0).local_update(fm, x_sent, train, local, None, 1, 0, fresh, 4)
+    assert (none - 0).abs().mean() < 0.5                        # trained from its own snapshot only
+    assert ((full - (fresh - x_sent)).abs().mean()) < 0.5       # restarted halfway from the fresh model
