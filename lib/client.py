@@ -7,6 +7,7 @@ One local step, with the hooks server strategies use (FedProx, SCAFFOLD)::
     g += c - c_i                 # SCAFFOLD control variate  (hooks.correction)
     m  = rho * m + g             # heavy-ball momentum       (local.momentum)
     w  = w - lr * m
+    (or, with optimizer="adam", an Adam step on g; its moments start at zero every task)
 
 The client returns its update ``delta = w - x`` with the counts the server needs
 (samples, steps); it never returns data.
@@ -25,7 +26,7 @@ from .params import FlatModel
 
 @dataclass
 class LocalConfig:
-    """Local optimizer: SGD with momentum and weight decay, for ``epochs`` or exactly ``steps`` steps."""
+    """Local optimizer: SGD with momentum (or Adam) and weight decay, for ``epochs`` or exactly ``steps`` steps."""
 
     lr: float = 0.05
     momentum: float = 0.0
@@ -33,8 +34,11 @@ class LocalConfig:
     batch_size: int = 32
     epochs: float | None = 1
     steps: int | None = None
+    optimizer: str = "sgd"           # "sgd" or "adam" (betas 0.9/0.999, eps 1e-8; FedRevive's clients)
 
     def __post_init__(self):
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown local optimizer {self.optimizer!r}; expected 'sgd' or 'adam'")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"local lr must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -98,8 +102,9 @@ def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: Local
     bufs = {k: v.clone() for k, v in (buffers if buffers is not None else fm.buffers).items()}
     fm.module.train()
     w, m = x.detach().clone(), torch.zeros_like(x)
+    v = torch.zeros_like(x) if local.optimizer == "adam" else None
     total = 0.0
-    for idx in batches(len(data), local.batch_size, steps, gen):
+    for t, idx in enumerate(batches(len(data), local.batch_size, steps, gen), start=1):
         w.requires_grad_(True)
         loss = F.cross_entropy(fm(w, data.x[idx], bufs), data.y[idx])
         (g,) = torch.autograd.grad(loss, w)
@@ -111,7 +116,11 @@ def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: Local
             g = g + hooks.prox_mu * (w - x)
         if hooks.correction is not None:
             g = g + hooks.correction
-        if local.momentum:
+        if v is not None:                      # Adam
+            m.mul_(0.9).add_(g, alpha=0.1)
+            v.mul_(0.999).addcmul_(g, g, value=0.001)
+            g = (m / (1 - 0.9 ** t)) / (v.div(1 - 0.999 ** t).sqrt_().add_(1e-8))
+        elif local.momentum:
             m = local.momentum * m + g
             g = m
         w = w - local.lr * g

@@ -3,13 +3,18 @@
 ========== ==================================================== ==========================
 name       architecture                                         used for
 ========== ==================================================== ==========================
-mlp        2 hidden layers (200, 200), ReLU                     MNIST-like, quick tests
+mlp        2 hidden layers (200, 200), ReLU; norm="track"       MNIST-like, quick tests
+           puts a statistics tracker after each hidden Linear
 cnn28      McMahan et al.'s CNN: 2 x (conv5x5, maxpool), FC 512 28x28 grey images
 cnn32      same shape for 32x32 RGB (conv 64, FC 384-192)       CIFAR with a small network
 resnet18   CIFAR ResNet-18 (3x3 stem, no max-pool); norm=       CIFAR at the papers' scale
-           "batch" or "group" (GroupNorm, 2 groups/channel set)
-text       token embeddings -> mean pool -> MLP                 AG News
+           "batch", "group" (GroupNorm, 2 groups) or "track"
+text       token embeddings -> mean pool -> MLP; takes token   AG News
+           ids, or (embeddings, mask) for FedRevive's generator
 ========== ==================================================== ==========================
+
+``norm="track"`` (FedRevive) replaces normalization by :class:`StatTracker`: a layer that
+records the mean and variance of what passes through it and does not normalize.
 """
 from __future__ import annotations
 
@@ -18,15 +23,52 @@ from torch import nn
 import torch.nn.functional as F
 
 
+class StatTracker(nn.Module):
+    """A normalization layer that records batch statistics and does not normalize (identity).
+
+    In training mode it accumulates the running mean and variance of its input per feature
+    (channel dimension 1), averaged over the batches it has seen since the model was reset, so a
+    client's uploaded buffers describe its own data. With ``capture = True`` it also keeps the
+    current batch's (differentiable) mean and variance in ``batch_stats``: FedRevive's generator
+    matches them to a teacher's tracked statistics.
+    """
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.zeros(()))
+        self.capture = False
+        self.batch_stats = None
+
+    def forward(self, x):
+        dims = [0] + list(range(2, x.dim()))
+        if self.capture:
+            self.batch_stats = (x.mean(dims), x.var(dims, unbiased=False))
+        if self.training and not self.capture:
+            with torch.no_grad():
+                n = self.num_batches_tracked
+                self.running_mean.mul_(n / (n + 1)).add_(x.mean(dims) / (n + 1))
+                self.running_var.mul_(n / (n + 1)).add_(x.var(dims, unbiased=False) / (n + 1))
+                self.num_batches_tracked.add_(1)
+        return x
+
+
+def trackers(model: nn.Module) -> list[tuple[str, StatTracker]]:
+    """The model's statistics trackers, by module name (buffer names are ``name + '.running_mean'``)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, StatTracker)]
+
+
 class MLP(nn.Module):
-    def __init__(self, input_shape, num_classes: int, hidden=(200, 200)):
+    def __init__(self, input_shape, num_classes: int, hidden=(200, 200), norm: str | None = None):
         super().__init__()
         d = 1
         for s in input_shape:
             d *= s
         layers, prev = [nn.Flatten()], d
         for h in hidden:
-            layers += [nn.Linear(prev, h), nn.ReLU()]
+            layers += [nn.Linear(prev, h)] + ([_norm(norm, h, dim=1)] if norm else []) + [nn.ReLU()]
             prev = h
         layers.append(nn.Linear(prev, num_classes))
         self.net = nn.Sequential(*layers)
@@ -59,12 +101,14 @@ class CNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, dim: int = 2) -> nn.Module:
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "group":
+        return nn.BatchNorm2d(channels) if dim == 2 else nn.BatchNorm1d(channels)
+    if kind == "group" and dim == 2:
         return nn.GroupNorm(2, channels)
-    raise ValueError(f"unknown norm {kind!r}; expected 'batch' or 'group'")
+    if kind == "track":
+        return StatTracker(channels)
+    raise ValueError(f"unknown norm {kind!r}; expected 'batch', 'track'" + (" or 'group'" if dim == 2 else ""))
 
 
 class BasicBlock(nn.Module):
@@ -104,17 +148,29 @@ class ResNet18(nn.Module):
 
 
 class TextClassifier(nn.Module):
-    """Mean of token embeddings (padding id 0 ignored), then a one-hidden-layer MLP."""
+    """Mean of token embeddings (padding id 0 ignored), then a one-hidden-layer MLP.
+
+    Takes token ids [B, L], or continuous ``(embeddings [B, L, D], mask [B, L])``: the input
+    FedRevive's text generator produces. ``frozen_embeddings`` keeps the embedding table fixed
+    (it is then not a trainable parameter, so every client shares one embedding space).
+    """
 
     def __init__(self, input_shape, num_classes: int, vocab_size: int = 20000, embed_dim: int = 64,
-                 hidden: int = 64):
+                 hidden: int = 64, norm: str | None = None, frozen_embeddings: bool = False):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.head = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.embed.weight.requires_grad_(not frozen_embeddings)
+        self.head = nn.Sequential(nn.Linear(embed_dim, hidden), *([_norm(norm, hidden, dim=1)] if norm else []),
+                                  nn.ReLU(), nn.Linear(hidden, num_classes))
 
-    def forward(self, tokens):
-        mask = (tokens != 0).unsqueeze(-1).float()
-        pooled = (self.embed(tokens) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    def forward(self, x, mask=None):
+        if x.dtype in (torch.long, torch.int, torch.int32):
+            mask = (x != 0).float()
+            x = self.embed(x)
+        elif mask is None:
+            mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        m = mask.unsqueeze(-1)
+        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.head(pooled)
 
 

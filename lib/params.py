@@ -35,9 +35,10 @@ class FlatModel:
             raise ValueError(f"expected a flat vector of {self.numel} parameters, got shape {tuple(w.shape)}")
         return {n: t.view(s) for n, t, s in zip(self.names, torch.split(w, self.numels), self.shapes)}
 
-    def __call__(self, w: torch.Tensor, x: torch.Tensor, buffers: dict | None = None) -> torch.Tensor:
+    def __call__(self, w: torch.Tensor, x, buffers: dict | None = None) -> torch.Tensor:
+        """Forward with parameters ``w``; ``x`` is one input or a tuple of inputs (e.g. embeddings, mask)."""
         state = {**(self.buffers if buffers is None else buffers), **self.unflatten(w)}
-        return functional_call(self.module, state, (x,))
+        return functional_call(self.module, state, x if isinstance(x, tuple) else (x,))
 
     def load_into_module(self, w: torch.Tensor) -> nn.Module:
         """Copy a flat vector into the wrapped module's parameters (for saving or inspection)."""

@@ -21,6 +21,9 @@ ASYNC_METHODS = {cls.name: cls for cls in (SyncFedAvg, FedAsync, FedBuff, AFLDW,
 
 
 def get_async_strategy(name: str, **hyperparameters) -> AsyncStrategy:
+    if name == "fedrevive" and name not in ASYNC_METHODS:     # lib.fedrevive builds on this package
+        from ..fedrevive import FedRevive
+        ASYNC_METHODS[name] = FedRevive
     if name not in ASYNC_METHODS:
         raise ValueError(f"unknown asynchronous method {name!r}; known: {', '.join(sorted(ASYNC_METHODS))}")
     cls = ASYNC_METHODS[name]

@@ -51,6 +51,8 @@ class Update:
     dispatch_time: float
     arrival_time: float
     train_time: float
+    buffers: dict | None = None          # the client model's buffers (e.g. tracked statistics), if any
+    label_counts: np.ndarray | None = None   # only for a strategy that asks (wants_label_counts)
 
     @property
     def x_client(self) -> torch.Tensor:
@@ -66,6 +68,7 @@ class AsyncStrategy:
     name = "async"
     synchronous = False          # wait for the whole cohort before dispatching again
     period = None                # aggregate every `period` time units instead of every B uploads
+    wants_label_counts = False   # clients report their label histogram with each upload (off by default)
 
     def __post_init__(self):
         if self.buffer_size < 1:
@@ -230,19 +233,22 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
             engine_s += time.perf_counter() - t0
             t1 = time.perf_counter()
             parts = (seed, v0 + 1, cid) if k == 0 else (seed, v0 + 1, cid, k)
+            bufs = None
             if train:
                 if hasattr(strategy, "local_update"):   # device-side logic (FedASMU's mid-task mixing)
                     delta = strategy.local_update(fm, x_sent, clients[cid], local, hooks, derive_seed(*parts), cid,
                                                   model_at(t_disp + down + tr / 2), steps)
                 else:
-                    delta = local_train(fm, x_sent, clients[cid], local, hooks, seed=derive_seed(*parts),
-                                        client_id=cid).delta
+                    res = local_train(fm, x_sent, clients[cid], local, hooks, seed=derive_seed(*parts), client_id=cid)
+                    delta, bufs = res.delta, res.buffers
             else:
                 delta = torch.zeros_like(x_sent)
             train_s += time.perf_counter() - t1
             t0 = time.perf_counter()
+            counts = (np.bincount(clients[cid].y.numpy(), minlength=clients[cid].num_classes)
+                      if strategy.wants_label_counts else None)
             u = Update(cid, delta, x_sent, v0, version - v0, len(clients[cid]), steps, local.lr, local.momentum,
-                       t_disp, now, tr)
+                       t_disp, now, tr, bufs, counts)
             idle[cid] = True
             bytes_up += model_bytes
             strategy.on_arrival(state, u)

@@ -1,0 +1,21 @@
+"""FedRevive (arXiv 2511.00655): asynchronous FL that revives stale updates with data-free KD.
+
+=============== ===========================================================
+module          what it holds
+=============== ===========================================================
+strategy.py     the server's update: hybrid aggregation, gates, teachers
+teachers.py     teacher weights w_m(j); class proportions from noise probes
+generator.py    conditional image generator; text (embedding + mask) generator
+synthesis.py    Reptile-style meta-learned synthesis, its three losses, the pool
+distill.py      multi-teacher KD of the global model on the pool -> D_KD
+=============== ===========================================================
+"""
+from .distill import KDConfig, distill
+from .generator import ImageGenerator, TextGenerator, make_generator
+from .strategy import FedRevive
+from .synthesis import SynthesisConfig, Synthesizer, SyntheticPool, synthesis_losses
+from .teachers import Teacher, estimate_class_proportions, teacher_weights
+
+__all__ = ["FedRevive", "KDConfig", "SynthesisConfig", "Synthesizer", "SyntheticPool", "Teacher", "distill",
+           "estimate_class_proportions", "teacher_weights", "make_generator", "ImageGenerator", "TextGenerator",
+           "synthesis_losses"]
