@@ -39,3 +39,26 @@ def final_metric(df, y: str = "accuracy", last: int = 3, by=("method",), order_b
     order_by = order_by or ("round" if "round" in df else "sim_time")
     return (df.sort_values(order_by, kind="stable").groupby(by + (["seed"] if "seed" in df and "seed" not in by else []))[y]
             .apply(lambda s: s.tail(last).mean()).groupby(level=list(range(len(by)))).mean())
+
+
+def cached(name: str, key: str, profile: str, fn, enabled: bool = True):
+    """``fn()``, or its earlier result stored under results/<profile>/cache/<name>/<key>.pkl.
+
+    Makes a long batch of runs resumable at run granularity: an interrupted full-profile notebook
+    re-executed with the cache on recomputes only the runs that never finished. Keys must name
+    everything that changes a run (method, hyperparameters, seed). ``enabled=False`` always
+    recomputes (the quick profile, so recorded outputs never come from a stale cache).
+    """
+    import pickle
+    path = paths.results_dir(profile) / "cache" / name / f"{key}.pkl"
+    if enabled and path.exists():
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    value = fn()
+    if enabled:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(value, f)
+        tmp.replace(path)
+    return value

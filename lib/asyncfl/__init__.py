@@ -25,7 +25,8 @@ def get_async_strategy(name: str, **hyperparameters) -> AsyncStrategy:
         from ..fedrevive import FedRevive
         ASYNC_METHODS[name] = FedRevive
     if name not in ASYNC_METHODS:
-        raise ValueError(f"unknown asynchronous method {name!r}; known: {', '.join(sorted(ASYNC_METHODS))}")
+        known = sorted(set(ASYNC_METHODS) | {"fedrevive"})
+        raise ValueError(f"unknown asynchronous method {name!r}; known: {', '.join(known)}")
     cls = ASYNC_METHODS[name]
     fields = [f.name for f in dataclasses.fields(cls)]
     unknown = set(hyperparameters) - set(fields)

@@ -36,25 +36,28 @@ def distill(fm, x_global: torch.Tensor, teachers: list[Teacher], pool: Synthetic
             gen: torch.Generator) -> tuple[torch.Tensor, float]:
     """D_KD: the distilled student's change from the global model, and the last KD loss.
 
-    All teachers run at once (``torch.func.vmap`` over their parameter vectors); the sum over
-    teachers of the per-teacher mean KL is computed as c x the mean over the stacked batch."""
+    All teachers run at once (``torch.func.vmap`` over their parameter vectors) on all K_KD
+    batches; the sum over teachers of the per-teacher mean KL is c x the mean over the stacked batch."""
     s = x_global.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([s], lr=cfg.lr, weight_decay=cfg.weight_decay)
     T, loss = cfg.temperature, torch.zeros(())
     W = torch.stack([t.w for t in teachers])                     # [c, P]
     Q = torch.stack([t.q for t in teachers])                     # [c, classes]
-    c, n = len(teachers), cfg.batch_per_teacher
-    teach = torch.func.vmap(lambda w, x: fm(w, x))
+    c, n, k = len(teachers), cfg.batch_per_teacher, cfg.iterations
     fm.module.eval()
-    for _ in range(cfg.iterations):
-        x = pool.sample(Q, n, gen)                               # [c, n, ...] (a tuple for text)
-        with torch.no_grad():
-            p_t = F.softmax(teach(W, x) / T, -1).reshape(c * n, -1)
-        flat = tuple(t.reshape(c * n, *t.shape[2:]) for t in x) if isinstance(x, tuple) else x.reshape(c * n, *x.shape[2:])
-        log_s = F.log_softmax(fm(s, flat) / T, 1)
-        loss = c * (p_t * (p_t.clamp_min(1e-12).log() - log_s)).sum(1).mean()
+    # all K_KD batches are drawn up front and the (fixed) teachers label them in one batched call
+    x = pool.sample(Q, k * n, gen)                               # [c, k*n, ...] (a tuple for text)
+    with torch.no_grad():
+        p_all = F.softmax(torch.func.vmap(lambda w, xb: fm(w, xb))(W, x) / T, -1)      # [c, k*n, classes]
+    for i in range(k):
+        sl = slice(i * n, (i + 1) * n)
+        xb = tuple(t[:, sl].reshape(c * n, *t.shape[2:]) for t in x) if isinstance(x, tuple) else \
+            x[:, sl].reshape(c * n, *x.shape[2:])
+        p_t = p_all[:, sl].reshape(c * n, -1)
+        log_s = F.log_softmax(fm(s, xb) / T, 1)
+        loss = c * (p_t * (p_t.clamp_min(1e-12).log() - log_s)).sum(1).mean()   # sum_m of mean_i KL
         opt.zero_grad()
         loss.backward()
         opt.step()
     fm.module.train()
-    return (s.detach() - x_global), float(loss)
+    return (s.detach() - x_global), float(loss.detach())

@@ -74,7 +74,7 @@ class FedRevive(AsyncStrategy):
         self.fm = FlatModel(self.model)
         gen = make_generator(self.model_input, self.num_classes, self.nz, self.ngf, self.seed, self.mean,
                              self.std, self.embed_std)
-        return {"version": 0, "teachers": [], "q": {}, "q_seen": {}, "dfkd_s": [], "synth_log": [],
+        return {"version": 0, "teachers": [], "q": {}, "q_seen": {}, "dfkd_s": [], "synth_log": [], "kd_log": [],
                 "synth": Synthesizer(self.fm, gen, self.num_classes, self.synthesis, seed=self.seed + 1),
                 "rng": torch.Generator().manual_seed(self.seed + 2)}
 
@@ -108,7 +108,12 @@ class FedRevive(AsyncStrategy):
                 state["synth_log"].append({"version": v, **{k: val for k, val in log.items() if k != "zeroed"},
                                            "zeroed": ",".join(log["zeroed"])})
             if v >= self.kd_start and len(synth.pool) and max(betas) > 0:
-                d_kd, _ = distill(self.fm, x, state["teachers"], synth.pool, self.kd, state["rng"])
+                d_kd, kd_loss = distill(self.fm, x, state["teachers"], synth.pool, self.kd, state["rng"])
+                d_norm = float(torch.stack([u.delta for u in buffer]).norm(dim=1).mean())
+                state["kd_log"].append({"version": v, "kd_loss": kd_loss, "beta": sum(betas) / len(betas),
+                                        "kd_norm": float(d_kd.norm()), "update_norm": d_norm,
+                                        "cosine": float(torch.nn.functional.cosine_similarity(
+                                            d_kd, buffer[0].delta, dim=0))})
         if self.dfkd and v >= self.warmup:
             state["dfkd_s"].append(time.perf_counter() - t0)
         mixed = [(1 - b) * u.delta + (b * d_kd if d_kd is not None else 0.0) for b, u in zip(betas, buffer)]

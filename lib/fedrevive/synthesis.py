@@ -5,7 +5,7 @@ One synthesis call (every T_gen server versions)::
     y ~ mixture of the teachers' class proportions          (batch of 64 targets)
     z, E ~ N(0, I), trainable; G' = copy of the persistent generator G
     repeat g_steps:
-        x^ = G'(z + 0.2 E[y]);  a = augment(x^)
+        x^ = G'(z + 0.2 E[y]);  a = augment(x^)   (crop + flip, if the clients trained so)
         L_oh  = sum_m  mean_i w_m(y_i) CE(T_m(a)_i, y_i)                    teacher-weighted CE
         L_bn  = sum_m  share_m sum_layers ||mu(a) - mu_m||_2 + ||var(a) - var_m||_2   (tracked stats)
         L_adv = -mean_i [argmax agree_i] KL(p_T(a)_i || p_S(a)_i)           after the warm-up
@@ -40,6 +40,7 @@ class SynthesisConfig:
     cond_scale: float = 0.2
     explode: float = 3.0            # zero a term above explode x its running mean
     pool_size: int = 16000
+    augment: bool = True            # crop (pad 4) + flip before the teachers: match how clients trained
 
     def __post_init__(self):
         for k in ("batch_size", "g_steps", "pool_size"):
@@ -165,11 +166,11 @@ class Synthesizer:
         fast.train()
         opt = torch.optim.Adam([{"params": fast.parameters(), "lr": c.lr_g},
                                 {"params": [z, E], "lr": c.lr_z}], betas=(0.5, 0.999))
-        best, log = (float("inf"), None), {}
+        best, log, first_oh = (float("inf"), None), {}, None
         for _ in range(c.g_steps):
             x = fast(z + c.cond_scale * E[y])
-            parts = synthesis_losses(self.fm, self.G.augment(x, self.gen) if not isinstance(x, tuple) else x,
-                                     y, teachers, weights, student_w)
+            a = self.G.augment(x, self.gen) if c.augment and not isinstance(x, tuple) else x
+            parts = synthesis_losses(self.fm, a, y, teachers, weights, student_w)
             total, zeroed = 0.0, []
             for name, wgt in (("oh", c.w_oh), ("bn", c.w_bn), ("adv", c.w_adv)):
                 if wgt == 0 or (name == "adv" and student_w is None):
@@ -178,9 +179,11 @@ class Synthesizer:
                 zeroed += [name] if bad else []
                 total = total + wgt * val
             if float(total.detach() if torch.is_tensor(total) else total) < best[0]:
-                best = (float(total), tuple(t.detach() for t in x) if isinstance(x, tuple) else x.detach())
+                best = (float(total.detach() if torch.is_tensor(total) else total), tuple(t.detach() for t in x) if isinstance(x, tuple) else x.detach())
             log = {k: float(parts[k].detach()) for k in ("oh", "bn", "adv")} | {"total": best[0],
                                                                                "zeroed": zeroed}
+            first_oh = log["oh"] if first_oh is None else first_oh
+            log["oh_first"] = first_oh              # before this call's steps: how good G's start is
             if torch.is_tensor(total) and total.requires_grad:
                 opt.zero_grad()
                 total.backward()
