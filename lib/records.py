@@ -62,3 +62,7 @@ def cached(name: str, key: str, profile: str, fn, enabled: bool = True):
             pickle.dump(value, f)
         tmp.replace(path)
     return value
+
+
+def cache_exists(name: str, key: str, profile: str) -> bool:
+    return (paths.results_dir(profile) / "cache" / name / f"{key}.pkl").exists()

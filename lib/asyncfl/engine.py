@@ -245,7 +245,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
                 delta = torch.zeros_like(x_sent)
             train_s += time.perf_counter() - t1
             t0 = time.perf_counter()
-            counts = (np.bincount(clients[cid].y.numpy(), minlength=clients[cid].num_classes)
+            counts = (np.bincount(clients[cid].y.cpu().numpy(), minlength=clients[cid].num_classes)
                       if strategy.wants_label_counts else None)
             u = Update(cid, delta, x_sent, v0, version - v0, len(clients[cid]), steps, local.lr, local.momentum,
                        t_disp, now, tr, bufs, counts)

@@ -48,12 +48,12 @@ class ImageGenerator(nn.Module):
         xp = F.pad(x, (pad, pad, pad, pad), mode="reflect" if x.shape[-1] > pad else "constant")
         dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
         x = xp[..., dy: dy + x.shape[-2], dx: dx + x.shape[-1]]
-        flip = torch.rand(n, generator=gen) < 0.5
+        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
     def probe(self, n: int, gen: torch.Generator):
         """Gaussian-noise inputs for estimating a model's class proportions."""
-        return torch.randn((n, *self.out_shape), generator=gen)
+        return torch.randn((n, *self.out_shape), generator=gen).to(self.mean.device)
 
 
 class TextGenerator(nn.Module):
@@ -73,8 +73,9 @@ class TextGenerator(nn.Module):
         return x
 
     def probe(self, n: int, gen: torch.Generator):
-        emb = self.embed_std * torch.randn((n, self.seq_len, self.embed_dim), generator=gen)
-        return emb, torch.ones(n, self.seq_len)
+        dev = next(self.parameters()).device
+        emb = self.embed_std * torch.randn((n, self.seq_len, self.embed_dim), generator=gen).to(dev)
+        return emb, torch.ones(n, self.seq_len, device=dev)
 
 
 def make_generator(model_input, num_classes: int, nz: int, ngf: int, seed: int, mean=(0.0,), std=(1.0,),

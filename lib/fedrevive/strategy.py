@@ -73,14 +73,14 @@ class FedRevive(AsyncStrategy):
     def init(self, x, num_clients):
         self.fm = FlatModel(self.model)
         gen = make_generator(self.model_input, self.num_classes, self.nz, self.ngf, self.seed, self.mean,
-                             self.std, self.embed_std)
+                             self.std, self.embed_std).to(x.device)
         return {"version": 0, "teachers": [], "q": {}, "q_seen": {}, "dfkd_s": [], "synth_log": [], "kd_log": [],
                 "synth": Synthesizer(self.fm, gen, self.num_classes, self.synthesis, seed=self.seed + 1),
                 "rng": torch.Generator().manual_seed(self.seed + 2)}
 
     def _class_proportions(self, state, u) -> torch.Tensor:
         if self.class_proportions == "true":
-            c = torch.as_tensor(u.label_counts, dtype=torch.float32)
+            c = torch.as_tensor(u.label_counts, dtype=torch.float32, device=u.delta.device)
             return c / c.sum()
         seen = state["q_seen"].get(u.client_id, 0)
         if seen < self.probe_uploads:                            # running mean over the first uploads

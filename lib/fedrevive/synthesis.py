@@ -80,9 +80,10 @@ class SyntheticPool:
         if not len(self):
             raise RuntimeError("the synthetic pool is empty")
         if self._by_class is None:
-            self._by_class = {j: (self.y == j).nonzero().squeeze(1) for j in self.y.unique().tolist()}
+            y = self.y.cpu()
+            self._by_class = {j: (y == j).nonzero().squeeze(1) for j in y.unique().tolist()}
         qq = q.reshape(-1, q.shape[-1])
-        want = torch.multinomial(qq.clamp_min(0) + 1e-12, n, replacement=True, generator=gen).reshape(-1)
+        want = torch.multinomial(qq.cpu().clamp_min(0) + 1e-12, n, replacement=True, generator=gen).reshape(-1)
         idx = torch.empty(len(want), dtype=torch.long)
         for j in want.unique().tolist():
             slots = (want == j).nonzero().squeeze(1)
@@ -159,9 +160,10 @@ class Synthesizer:
         c = self.cfg
         qs = torch.stack([t.q for t in teachers])
         weights = teacher_weights(qs)
-        y = torch.multinomial(qs.mean(0) + 1e-12, c.batch_size, replacement=True, generator=self.gen)
-        z = torch.randn(c.batch_size, self.G.nz, generator=self.gen).requires_grad_(True)
-        E = torch.randn(self.num_classes, self.G.nz, generator=self.gen).requires_grad_(True)
+        dev = qs.device
+        y = torch.multinomial(qs.mean(0).cpu() + 1e-12, c.batch_size, replacement=True, generator=self.gen).to(dev)
+        z = torch.randn(c.batch_size, self.G.nz, generator=self.gen).to(dev).requires_grad_(True)
+        E = torch.randn(self.num_classes, self.G.nz, generator=self.gen).to(dev).requires_grad_(True)
         fast = copy.deepcopy(self.G)
         fast.train()
         opt = torch.optim.Adam([{"params": fast.parameters(), "lr": c.lr_g},
