@@ -22,3 +22,31 @@ def test_time_to_target_first_crossing_or_nan():
                        "accuracy": [0.1, 0.8, 0.9, 0.1, 0.2, 0.3]})
     t = time_to_target(df, 0.75, x="sim_time").set_index("method").iloc[:, 0]
     assert t["a"] == 1.0 and math.isnan(t["b"])
+
+
+def _square_seeded(i):
+    import torch
+    return float(torch.randn(3, generator=torch.Generator().manual_seed(i)).pow(2).sum())
+
+
+def test_parallel_map_keeps_order_and_matches_serial():
+    from lib.utils import parallel_map
+    jobs = [5, 1, 4, 2]
+    serial = parallel_map(_square_seeded, jobs, workers=1)
+    assert serial == [_square_seeded(j) for j in jobs]
+    assert parallel_map(_square_seeded, jobs, workers=2) == serial
+    import pytest
+    with pytest.raises(ValueError, match="workers"):
+        parallel_map(_square_seeded, jobs, workers=0)
+
+
+def test_cached_runs_once_and_reuses_the_stored_result(tmp_path, monkeypatch):
+    from lib import records
+    monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
+    calls = []
+    fn = lambda: calls.append(1) or {"acc": 0.5}  # noqa: E731
+    assert records.cached("nb", "run-a", "quick", fn) == {"acc": 0.5}
+    assert records.cache_exists("nb", "run-a", "quick")
+    assert records.cached("nb", "run-a", "quick", fn) == {"acc": 0.5} and len(calls) == 1
+    records.cached("nb", "run-a", "quick", fn, enabled=False)
+    assert len(calls) == 2
