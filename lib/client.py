@@ -65,6 +65,7 @@ class ClientHooks:
     prox_mu: float = 0.0
     correction: torch.Tensor | None = None
     num_steps: int | None = None
+    state: dict = field(default_factory=dict)   # per-client state a strategy hands its own local update
 
 
 @dataclass
@@ -88,6 +89,15 @@ def batches(n: int, batch_size: int, num_steps: int, generator: torch.Generator)
             perm, pos = torch.randperm(n, generator=generator), 0
         yield perm[pos: pos + batch_size]
         pos += batch_size
+
+
+def batch_gradient(fm: FlatModel, w: torch.Tensor, data: ArrayDataset, idx: torch.Tensor,
+                   buffers: dict | None = None) -> tuple[float, torch.Tensor]:
+    """Mini-batch loss and its gradient at flat parameters ``w`` (for strategies with their own local loop)."""
+    w = w.detach().requires_grad_(True)
+    loss = F.cross_entropy(fm(w, data.x[idx], buffers), data.y[idx])
+    (g,) = torch.autograd.grad(loss, w)
+    return loss.item(), g
 
 
 def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: LocalConfig,

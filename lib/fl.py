@@ -9,7 +9,8 @@ Per round t::
 
 plus the bookkeeping every notebook needs: bytes up and down, simulated time
 (a round lasts as long as its slowest selected client on the :class:`ClientClock`),
-wall time, and evaluation every ``eval_every`` rounds. One record per evaluated
+wall time, the clients' mini-batch gradient evaluations (``grad_evals``, their compute),
+and evaluation every ``eval_every`` rounds. One record per evaluated
 round; :meth:`FLRun.frame` gives them as a tidy DataFrame.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .client import LocalConfig, evaluate, local_train
+from .client import LocalConfig, evaluate
 from .clock import ClientClock
 from .data import ArrayDataset
 from .params import FlatModel
@@ -107,7 +108,7 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
     rng = np.random.default_rng(derive_seed(seed, 1))
     model_bytes = fm.bytes()
     name = label or strategy.name
-    bytes_up = bytes_down = 0
+    bytes_up = bytes_down = grad_evals = 0
     sim_time, wall0 = 0.0, time.perf_counter()
 
     def record(t, train_loss):
@@ -115,6 +116,7 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
         extra = metrics(x) if metrics is not None else {}
         return {"method": name, "seed": seed, "round": t, "accuracy": acc, "loss": loss,
                 "train_loss": train_loss, "bytes_up": bytes_up, "bytes_down": bytes_down,
+                "grad_evals": grad_evals,
                 "sim_time": sim_time, "wall_time": time.perf_counter() - wall0, **extra}
 
     records = [record(0, float("nan"))]
@@ -126,9 +128,10 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
             hooks = strategy.configure_client(state, cid)
             if steps_per_client is not None:
                 hooks.num_steps = int(steps_per_client[cid])
-            r = local_train(fm, x, clients[cid], local, hooks, seed=derive_seed(seed, t, cid),
-                            client_id=cid, buffers=buffers)
+            r = strategy.local_update(fm, x, clients[cid], local, hooks, seed=derive_seed(seed, t, cid),
+                                      client_id=cid, buffers=buffers)
             results.append(r)
+            grad_evals += int(r.extra.get("grad_evals", r.num_steps))
             down, up = strategy.vectors_down * model_bytes, strategy.vectors_up * model_bytes
             bytes_down += down
             bytes_up += up

@@ -4,6 +4,8 @@ from __future__ import annotations
 from .base import Strategy, sample_weights, stack_deltas, weighted_mean
 from .fedavg import FedAvg
 from .fedavgm import FedAvgM
+from .fedecado import FedECADO
+from .fedecado_adaptive import FedECADOAdaptive
 from .fedexp import FedExP
 from .fednova import FedNova, normalized_steps
 from .fedopt import FedAdam, FedYogi
@@ -11,7 +13,8 @@ from .fedprox import FedProx
 from .scaffold import Scaffold
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedAvgM, FedProx, Scaffold, FedNova, FedAdam, FedYogi, FedExP)
+    cls.name: cls for cls in (FedAvg, FedAvgM, FedProx, Scaffold, FedNova, FedAdam, FedYogi, FedExP, FedECADO,
+                                  FedECADOAdaptive)
 }
 
 

@@ -4,7 +4,10 @@ A strategy is a small dataclass of hyperparameters plus three hooks:
 
 * ``init(x, num_clients) -> state``: server state beside the model (momenta, control variates);
 * ``configure_client(state, client_id) -> ClientHooks``: what it changes in local training;
-* ``aggregate(x, state, results) -> (x_new, state)``: its update rule, on flat vectors.
+* ``aggregate(x, state, results) -> (x_new, state)``: its update rule, on flat vectors;
+
+and, for the few methods that replace local SGD itself (FedECADO's integrators),
+``local_update(...)`` (default: :func:`lib.client.local_train`).
 
 FedAvg's rule is the default ``aggregate``; a method module overrides only what differs.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..client import ClientHooks, ClientResult
+from ..client import ClientHooks, ClientResult, local_train
 
 
 def stack_deltas(results: list[ClientResult]) -> torch.Tensor:
@@ -65,6 +68,11 @@ class Strategy:
 
     def configure_client(self, state: dict, client_id: int) -> ClientHooks:
         return ClientHooks()
+
+    def local_update(self, fm, x: torch.Tensor, data, local, hooks: ClientHooks, seed: int, client_id: int,
+                     buffers: dict | None = None) -> ClientResult:
+        """The client's work for one round; local SGD unless a method integrates its own dynamics."""
+        return local_train(fm, x, data, local, hooks, seed=seed, client_id=client_id, buffers=buffers)
 
     def aggregate(self, x: torch.Tensor, state: dict, results: list[ClientResult]):
         avg = weighted_mean(stack_deltas(results), sample_weights(results))

@@ -1,0 +1,118 @@
+"""FedECADO (Agarwal, Joshi & Pileggi, ICML 2025) — the workbook's reconstruction.
+
+FL as a circuit: client i's state follows its gradient flow  C dx_i/dt = -grad f_i(x_i),
+the server point x_c is the node where the clients' flows meet (equilibrium:
+sum_i p_i grad f_i(x_c) = 0). Two ideas of the paper, in the form used here:
+
+Multi-rate integration (client, Forward Euler, its own LTE-controlled step):
+
+    repeat tau_i times (tau_i = the client's compute budget):
+        g0 = grad f_i(x; b);   x1 = x - (dt/C) g0;   g1 = grad f_i(x1; b)      (same batch b)
+        LTE = (dt / 2C) ||g1 - g0||;  accept if LTE <= gamma;  dt <- dt * clip(0.9 sqrt(gamma / LTE))
+        dt <- min(dt, C / g) with g = ||g1 - g0|| / ||x1 - x||     (stability: no overshoot)
+    report D_i = x_i - x_c, simulated time T_i = sum of accepted dt, curvature g_i = ||g1 - g0|| / ||x1 - x||
+
+Aggregate sensitivity (server, Backward Euler with step H): a linearised client of curvature g
+that integrated for T moves D = -(1 - e^{-gT}) grad f_i(x_c) / g, so the flow it signals is
+
+    u_i = -grad f_i(x_c) ~= g_i D_i / (1 - e^{-g_i T_i})      (-> D_i / T_i for short windows)
+
+and a Backward-Euler step of the server node, linearised with sensitivity -g_i, is
+
+    x_c <- x_c + sum_i p_i u_i / (C/H + sum_i p_i g_i).
+
+A client that ran more steps (processed more data) has a larger T_i and its displacement
+is de-weighted accordingly: objective inconsistency is corrected in continuous time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..client import ClientHooks, ClientResult, batch_gradient, batches
+from ..dynamics import StepController, euler_lte, no_overshoot_step
+from .base import Strategy, check_positive, sample_weights
+
+
+def secant_curvature(g0: torch.Tensor, g1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> float:
+    """||g1 - g0|| / ||x1 - x0||: the curvature along the step (both gradients on the same batch)."""
+    dx = float(torch.linalg.vector_norm(x1 - x0))
+    return float(torch.linalg.vector_norm(g1 - g0)) / dx if dx > 0 else float("nan")
+
+
+def minibatch_oracle(fm, data, buffers):
+    """(w, batch indices) -> (loss, gradient) of a client's mini-batch cross-entropy."""
+    return lambda w, idx: batch_gradient(fm, w, data, idx, buffers)
+
+
+def developed_fraction(curvature: float, sim_time: float) -> float:
+    """(1 - e^{-gT}) / (gT): how much of its gradient a linear client's mean velocity shows."""
+    gt = curvature * sim_time
+    return 1.0 if gt < 1e-8 else -math.expm1(-gt) / gt
+
+
+@dataclass
+class FedECADO(Strategy):
+    gamma: float = 0.1          # client LTE tolerance
+    server_step: float = 10.0   # H, the server's Backward-Euler time step
+    dt0: float = 0.01           # first client step before any has been adapted
+    capacitance: float = 1.0
+    max_tries: int = 6          # rejected steps retried at most this often, then accepted
+    name = "fedecado"
+
+    def validate(self):
+        check_positive("gamma", self.gamma)
+        check_positive("server_step", self.server_step)
+        check_positive("dt0", self.dt0)
+        check_positive("capacitance", self.capacitance)
+        if self.max_tries < 1:
+            raise ValueError(f"max_tries must be >= 1, got {self.max_tries}")
+
+    def init(self, x, num_clients):
+        return {"dt": {}, "history": []}
+
+    def configure_client(self, state, client_id):
+        return ClientHooks(state={"dt": state["dt"].get(client_id, self.dt0)})
+
+    oracle = staticmethod(minibatch_oracle)   # tests swap in a quadratic's gradient
+
+    def local_update(self, fm, x_c, data, local, hooks, seed, client_id, buffers=None):
+        ctrl, c = StepController(self.gamma), self.capacitance
+        gen, grad = torch.Generator().manual_seed(seed), self.oracle(fm, data, buffers)
+        steps = hooks.num_steps or local.num_steps(len(data))
+        x, dt = x_c.detach().clone(), hooks.state["dt"]
+        sim_time, evals, rejected, total, curv = 0.0, 0, 0, 0.0, []
+        for idx in batches(len(data), local.batch_size, steps, gen):
+            loss, g0 = grad(x, idx)
+            evals += 1
+            for attempt in range(self.max_tries):
+                x1 = x - (dt / c) * g0
+                _, g1 = grad(x1, idx)
+                evals += 1
+                ok, dt_next = ctrl.step(dt, euler_lte(dt, -g0 / c, -g1 / c))
+                if ok or attempt == self.max_tries - 1:
+                    break
+                dt, rejected = dt_next, rejected + 1
+            curv.append(secant_curvature(g0, g1, x, x1))
+            x, sim_time, total = x1, sim_time + dt, total + loss
+            dt = min(dt_next, no_overshoot_step(curv[-1], c))
+        curvature = float(torch.tensor(curv).nanmedian())
+        return ClientResult(client_id, x - x_c, len(data), steps, total / steps, sim_time / steps, 0.0, None,
+                            {"sim_time": sim_time, "curvature": curvature, "dt": dt, "grad_evals": evals,
+                             "rejected": rejected})
+
+    def aggregate(self, x, state, results):
+        p = sample_weights(results)
+        g = torch.tensor([r.extra["curvature"] for r in results], dtype=x.dtype)
+        frac = torch.tensor([developed_fraction(r.extra["curvature"], r.extra["sim_time"]) for r in results],
+                            dtype=x.dtype)
+        t = torch.tensor([r.extra["sim_time"] for r in results], dtype=x.dtype)
+        u = torch.stack([r.delta for r in results]) / (frac * t)[:, None]     # = g D / (1 - e^{-gT})
+        step = (p @ u) / (self.capacitance / self.server_step + float(p @ g))
+        dts = dict(state["dt"])
+        dts.update({r.client_id: r.extra["dt"] for r in results})
+        log = {"server_step": self.server_step, "curvature": float(g.median()),
+               "client_dt": float(torch.tensor([r.extra["dt"] for r in results]).median())}
+        return x + step, {**state, "dt": dts, "history": state["history"] + [log]}

@@ -1,0 +1,130 @@
+"""Adaptive, critically damped FedECADO (Agarwal, Pileggi & Joshi, arXiv 2510.04203) — reconstruction.
+
+Client i is joined to the server node x_c by a branch with inductance L_i carrying a flow I_i:
+
+    C   dx_i/dt = -grad f_i(x_i) - I_i          (client node)
+    L_i dI_i/dt =  x_i - x_c                    (branch: the "momentum")
+    sum_i p_i I_i = C dx_c/dt                   (server node; at equilibrium sum_i p_i grad f_i(x_c) = 0)
+
+One tolerance gamma sets everything:
+
+client (Forward Euler, x_c held, from x_i = x_c and the client's stored flow I_i):
+    per step: F(z) = ((-g(x) - I)/C, (x - x_c)/L_i) on one batch;
+              x1 = x + dt (-g(x) - I)/C;   I1 = I + dt (x1 - x_c)/L_i
+              (Forward Euler for x; the branch update uses x1, the semi-implicit order that keeps the
+              lightly damped LC modes from growing — plain Forward Euler amplifies them every step)
+              LTE = (dt/2) ||F(z1) - F(z)||;  accept if LTE <= gamma;  dt <- dt * clip(0.9 sqrt(gamma/LTE))
+              curvature g_i: running estimate of ||g(x1) - g(x)|| / ||x1 - x||
+              L_i = 4C / g_i^2                                        (critical damping)
+              dt <= C / g_i                                           (stability: no overshoot)
+server (Backward Euler, step H, linearised with each loop's sensitivity G_i = G(g_i, T_i)):
+    delta = sum_i p_i I_i / (C/H + sum_i p_i G_i);   x_c <- x_c + delta;   I_i <- I_i - G_i delta
+    H <- H * clip(0.9 sqrt(gamma / LTE_H)),  LTE_H = (H/2) ||sum_i p_i I_i / C - delta / H||
+    (explicit predictor vs implicit velocity of the server node, from this round alone)
+
+The flows play SCAFFOLD's part: after the server step they sum to about zero, so
+-I_i is client i's drift correction; they are client state (kept on the device; the
+simulation stores them by client id).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..client import ClientHooks, ClientResult, batches
+from ..dynamics import StepController, critical_inductance, euler_lte, loop_sensitivity, no_overshoot_step
+from .base import Strategy, check_positive, sample_weights
+from .fedecado import minibatch_oracle, secant_curvature
+
+
+@dataclass
+class FedECADOAdaptive(Strategy):
+    gamma: float = 0.1          # the one hyperparameter: LTE tolerance of clients and server
+    dt0: float = 0.01           # first client step, adapted from then on
+    server_step0: float = 1.0   # first server step H, adapted from then on
+    capacitance: float = 1.0
+    curvature_memory: float = 0.9   # running estimate g <- m g + (1 - m) secant
+    max_tries: int = 6
+    server_step_control: bool = True   # False: H stays at server_step0 (ablation)
+    name = "fedecado_adaptive"
+
+    def validate(self):
+        for k in ("gamma", "dt0", "server_step0", "capacitance"):
+            check_positive(k, getattr(self, k))
+        if not 0 <= self.curvature_memory < 1:
+            raise ValueError(f"curvature_memory must be in [0, 1), got {self.curvature_memory}")
+        if self.max_tries < 1:
+            raise ValueError(f"max_tries must be >= 1, got {self.max_tries}")
+
+    def init(self, x, num_clients):
+        return {"flows": {}, "dt": self.dt0, "curvature": None, "H": self.server_step0,
+                "history": []}
+
+    def configure_client(self, state, client_id):
+        flow = state["flows"].get(client_id)
+        return ClientHooks(state={"flow": flow, "dt": state["dt"], "curvature": state["curvature"]})
+
+    oracle = staticmethod(minibatch_oracle)   # tests swap in a quadratic's gradient
+
+    def local_update(self, fm, x_c, data, local, hooks, seed, client_id, buffers=None):
+        ctrl, c, m = StepController(self.gamma), self.capacitance, self.curvature_memory
+        gen, grad = torch.Generator().manual_seed(seed), self.oracle(fm, data, buffers)
+        steps = hooks.num_steps or local.num_steps(len(data))
+        x = x_c.detach().clone()
+        flow = hooks.state["flow"]
+        flow = torch.zeros_like(x) if flow is None else flow.clone()
+        g_hat = hooks.state["curvature"]
+        dt = min(hooks.state["dt"], no_overshoot_step(g_hat, c))
+        sim_time, evals, rejected, total, trace = 0.0, 0, 0, 0.0, []
+
+        def field(grad, x_, i_, ind):
+            return torch.cat([(-grad - i_) / c, (x_ - x_c) / ind if ind else torch.zeros_like(x_)])
+
+        for idx in batches(len(data), local.batch_size, steps, gen):
+            ind = critical_inductance(g_hat, c) if g_hat else None
+            loss, g0 = grad(x, idx)
+            evals += 1
+            f0 = field(g0, x, flow, ind)
+            for attempt in range(self.max_tries):
+                x1 = x + dt * f0[: x.numel()]
+                i1 = flow + (dt / ind) * (x1 - x_c) if ind else flow     # branch sees the new x_i
+                _, g1 = grad(x1, idx)
+                evals += 1
+                ok, dt_next = ctrl.step(dt, euler_lte(dt, f0, field(g1, x1, i1, ind)))
+                if ok or attempt == self.max_tries - 1:
+                    break
+                dt, rejected = dt_next, rejected + 1
+            s = secant_curvature(g0, g1, x, x1)
+            if s == s and s > 0:
+                g_hat = s if g_hat is None else m * g_hat + (1 - m) * s
+            trace.append((dt, ind if ind else float("nan")))
+            x, flow, sim_time, total = x1, i1, sim_time + dt, total + loss
+            dt = min(dt_next, no_overshoot_step(g_hat, c))
+        return ClientResult(client_id, x - x_c, len(data), steps, total / steps, sim_time / steps, 0.0, None,
+                            {"flow": flow, "sim_time": sim_time, "curvature": g_hat, "dt": dt, "grad_evals": evals,
+                             "rejected": rejected, "trace": trace})
+
+    def aggregate(self, x, state, results):
+        c, H = self.capacitance, state["H"]
+        p = sample_weights(results)
+        sens = torch.tensor([loop_sensitivity(r.extra["curvature"], r.extra["sim_time"], c) for r in results],
+                            dtype=x.dtype)
+        flow = p @ torch.stack([r.extra["flow"] for r in results])
+        delta = flow / (c / H + float(p @ sens))            # Backward Euler, linearised flows
+        flows = dict(state["flows"])
+        for r, gi in zip(results, sens):
+            flows[r.client_id] = r.extra["flow"] - gi * delta
+        lte = euler_lte(H, flow / c, delta / H)            # explicit (predictor) vs implicit velocity
+        H_next = StepController(self.gamma).step(H, lte)[1] if self.server_step_control else H
+        dts = np.array([r.extra["dt"] for r in results])
+        curv = np.array([r.extra["curvature"] for r in results])
+        log = {"server_step": H, "client_dt": float(np.median(dts)), "curvature": float(np.median(curv)),
+               "inductance": critical_inductance(float(np.median(curv)), c),
+               "sensitivity": float(p @ sens), "step_norm": float(delta.norm()), "server_lte": lte,
+               "grad_evals": sum(r.extra["grad_evals"] for r in results),
+               "rejected": sum(r.extra["rejected"] for r in results)}
+        new = {**state, "flows": flows, "dt": float(np.median(dts)), "curvature": float(np.median(curv)),
+               "H": H_next, "history": state["history"] + [log]}
+        return x + delta, new

@@ -1,0 +1,88 @@
+"""Hyperparameter sweeps that return tidy records.
+
+    configs = grid(method=["fedavg"], lr=[0.01, 0.1]) + grid(method=["fedadam"], server_lr=[1e-3, 1e-2])
+    df = sweep(run_one, configs, seeds=[0, 1])       # one row per (config, seed, evaluated round)
+    table = summarize(df, knobs=["lr", "server_lr"])  # final accuracy per config (mean over seeds)
+    tuned(table)                                      # best config per method, and the spread of the grid
+
+``run_one(config, seed)`` is any function that runs one configuration (usually
+:func:`lib.fl.run_federated`) and returns an :class:`~lib.fl.FLRun` or a list of record dicts.
+A run that diverges (``FloatingPointError``) is kept as a row with ``diverged = True``
+and NaN accuracy rather than silently dropped: a method that needs tuning to not blow up
+is part of the result. Runs go through :func:`lib.utils.parallel_map` (identical results
+for any number of workers).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+
+def grid(**axes) -> list[dict]:
+    """The Cartesian product of the given axes, as a list of config dicts."""
+    for k, v in axes.items():
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise ValueError(f"grid axis {k!r} must be a list of values, got {v!r}")
+        if len(list(v)) == 0:
+            raise ValueError(f"grid axis {k!r} is empty")
+    keys = list(axes)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(list(axes[k]) for k in keys))]
+
+
+def _run(job):
+    fn, config, seed = job
+    try:
+        out = fn(dict(config), seed)
+    except FloatingPointError as e:
+        return [{"seed": seed, "round": 0, "accuracy": math.nan, "diverged": True, "error": str(e)}]
+    rows = out.records if hasattr(out, "records") else list(out)
+    return [{**r, "seed": seed, "diverged": False} for r in rows]
+
+
+def sweep(fn, configs: list[dict], seeds=(0,), workers: int | None = None, desc: str = "sweep"):
+    """Run ``fn(config, seed)`` for every config and seed; a tidy DataFrame with the config's keys as columns."""
+    import pandas as pd
+
+    from .utils import parallel_map
+    if not configs:
+        raise ValueError("sweep needs at least one config")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("sweep needs at least one seed")
+    jobs = [(fn, c, s) for c in configs for s in seeds]
+    outs = parallel_map(_run, jobs, workers=workers, desc=desc)
+    rows = []
+    for (_, config, _), recs in zip(jobs, outs):
+        for r in recs:
+            rows.append({**r, **{f"{k}": v for k, v in config.items()}, "config": _label(config)})
+    return pd.DataFrame(rows)
+
+
+def _label(config: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items())
+
+
+def summarize(df, knobs: list[str], y: str = "accuracy", by: str = "method"):
+    """Final ``y`` of every (method, config): mean and spread over seeds; diverged runs count as NaN."""
+    last = df.sort_values("round").groupby(["config", "seed"], as_index=False).tail(1)
+    cols = [by] + [k for k in knobs if k in df.columns]
+    g = last.groupby([by, "config"], dropna=False)
+    out = g.agg(**{f"final_{y}": (y, "mean"), f"{y}_std": (y, "std"), "diverged": ("diverged", "any")}).reset_index()
+    keys = last.drop_duplicates("config").set_index("config")[[c for c in cols if c != by]]
+    return out.join(keys, on="config")
+
+
+def tuned(table, y: str = "final_accuracy", by: str = "method"):
+    """Per method: the best config, its value, and the worst / median over the grid (the cost of not tuning)."""
+    import pandas as pd
+    rows = []
+    for m, t in table.groupby(by, sort=False):
+        vals = t[y].to_numpy(dtype=float)
+        best = t.loc[t[y].fillna(-np.inf).idxmax()]
+        rows.append({by: m, "best_config": best["config"], "best": best[y],
+                     "median_over_grid": float(np.nanmedian(vals)) if np.isfinite(vals).any() else math.nan,
+                     "worst": float(np.nanmin(vals)) if np.isfinite(vals).any() else math.nan,
+                     "grid_size": len(t), "diverged": int(t["diverged"].sum())})
+    return pd.DataFrame(rows)

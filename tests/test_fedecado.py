@@ -1,0 +1,271 @@
+"""FedECADO and its adaptive, critically damped successor; LTE step control; sweeps."""
+import math
+
+import pytest
+import torch
+
+from lib.client import ClientResult, LocalConfig
+from lib.dynamics import (StepController, critical_inductance, damped_loop, euler_lte, loop_sensitivity,
+                          no_overshoot_step)
+from lib.strategies import get_strategy
+from lib.strategies.fedecado import FedECADO, developed_fraction
+from lib.strategies.fedecado_adaptive import FedECADOAdaptive
+from lib.sweep import grid, summarize, sweep, tuned
+
+
+# ---------------------------------------------------------------- step-size controller
+
+def test_lte_of_forward_euler_on_a_quadratic():
+    # f = a x^2 / 2, gradient flow x' = -a x; one FE step from x0: F changes by -a (x1 - x0) = a^2 dt x0
+    a, x0, dt = 4.0, 2.0, 0.1
+    x1 = x0 - dt * a * x0
+    lte = euler_lte(dt, torch.tensor([-a * x0]), torch.tensor([-a * x1]))
+    assert lte == pytest.approx(0.5 * a ** 2 * dt ** 2 * x0)
+
+
+def test_controller_accepts_within_tolerance_and_rescales():
+    ctrl = StepController(gamma=0.1)
+    ok, dt = ctrl.step(0.1, 0.05)
+    assert ok and dt == pytest.approx(0.1 * 0.9 * math.sqrt(0.1 / 0.05))
+    ok, dt = ctrl.step(0.1, 0.4)
+    assert not ok and dt == pytest.approx(0.1 * 0.9 * math.sqrt(0.1 / 0.4))
+    assert ctrl.step(0.1, 1e-12)[1] == pytest.approx(0.2)          # growth clipped at 2x
+    assert ctrl.step(0.1, 1e6)[1] == pytest.approx(0.02)           # shrink clipped at 0.2x
+    assert ctrl.step(0.1, float("nan")) == (False, pytest.approx(0.02))
+
+
+def test_rescaled_step_meets_the_tolerance_on_a_quadratic():
+    # LTE ~ dt^2 on a quadratic, so the rescaled step's LTE is 0.81 gamma (safety 0.9, squared)
+    a, x0, gamma = 10.0, 1.0, 1e-3
+    ctrl = StepController(gamma)
+    lte_of = lambda dt: euler_lte(dt, torch.tensor([-a * x0]), torch.tensor([-a * (x0 - dt * a * x0)]))
+    dt = 0.008
+    ok, dt_new = ctrl.step(dt, lte_of(dt))
+    assert not ok
+    assert lte_of(dt_new) == pytest.approx(0.81 * gamma, rel=1e-6)
+    assert ctrl.step(dt_new, lte_of(dt_new))[0]
+
+
+@pytest.mark.parametrize("gamma", [0, -1, float("nan"), float("inf"), "0.1"])
+def test_controller_rejects_bad_tolerance(gamma):
+    with pytest.raises(ValueError, match="gamma"):
+        StepController(gamma)
+
+
+def test_no_overshoot_step():
+    assert no_overshoot_step(4.0, 2.0) == 0.5
+    assert no_overshoot_step(None) == math.inf
+
+
+# ---------------------------------------------------------------- critical damping
+
+def test_critical_damping_has_no_overshoot_and_underdamping_does():
+    g = 2.0
+    crit = critical_inductance(g)
+    assert crit == pytest.approx(1.0)
+    i_eq = g * (1.0 - 0.0)                       # flow at equilibrium: -grad f(x_c) = g (a - x_c)
+    _, xs, is_ = damped_loop(g, crit, dt=1e-3, t_end=20)
+    assert max(is_) <= i_eq * (1 + 1e-3)         # flow rises monotonically to its equilibrium
+    assert min(xs) >= -1e-9                      # the client never crosses to the other side of x_c
+    assert is_[-1] == pytest.approx(i_eq, rel=1e-3)
+    _, xs_u, is_u = damped_loop(g, 0.1 * crit, dt=1e-3, t_end=20)
+    assert max(is_u) > 1.3 * i_eq                # under-damped (smaller L): the flow overshoots ...
+    assert min(xs_u) < -0.05                     # ... and the client swings past x_c
+    _, _, is_o = damped_loop(g, 10 * crit, dt=1e-3, t_end=20)
+    assert max(is_o) <= i_eq * (1 + 1e-3)        # over-damped: no overshoot either (only slower)
+
+
+def test_loop_sensitivity_matches_finite_differences():
+    g, T, eps = 3.0, 0.8, 1e-4
+    L = critical_inductance(g)
+    i_plus = damped_loop(g, L, x_c=eps, optimum=1.0, dt=1e-4, t_end=T)[2][-1]
+    i_minus = damped_loop(g, L, x_c=-eps, optimum=1.0, dt=1e-4, t_end=T)[2][-1]
+    assert -(i_plus - i_minus) / (2 * eps) == pytest.approx(loop_sensitivity(g, T), rel=1e-2)
+    assert loop_sensitivity(g, 0.0) == 0.0
+    assert loop_sensitivity(g, 1e3) == pytest.approx(g)
+
+
+def test_developed_fraction_limits():
+    assert developed_fraction(2.0, 0.0) == 1.0
+    assert developed_fraction(2.0, 1e-4) == pytest.approx(1.0, abs=1e-3)
+    assert developed_fraction(2.0, 50.0) == pytest.approx(1 / 100, rel=1e-6)
+
+
+# ---------------------------------------------------------------- aggregation math by hand
+
+def _result(cid, delta, n, **extra):
+    return ClientResult(cid, torch.tensor(delta), n, 5, 0.0, 0.1, 0.0, None, extra)
+
+
+def test_fedecado_aggregate_by_hand():
+    s = FedECADO(gamma=0.1, server_step=2.0)
+    x = torch.zeros(2)
+    rs = [_result(0, [1.0, 0.0], 30, curvature=2.0, sim_time=0.5, dt=0.1),
+          _result(1, [0.0, 2.0], 10, curvature=4.0, sim_time=1.0, dt=0.2)]
+    new, state = s.aggregate(x, s.init(x, 2), rs)
+    u0 = 2.0 * torch.tensor([1.0, 0.0]) / (1 - math.exp(-1.0))          # g D / (1 - e^{-gT})
+    u1 = 4.0 * torch.tensor([0.0, 2.0]) / (1 - math.exp(-4.0))
+    expect = (0.75 * u0 + 0.25 * u1) / (1 / 2.0 + 0.75 * 2.0 + 0.25 * 4.0)
+    assert torch.allclose(new, expect)
+    assert state["dt"] == {0: 0.1, 1: 0.2}
+
+
+def test_adaptive_aggregate_by_hand():
+    s = FedECADOAdaptive(gamma=0.1, server_step0=2.0)
+    x = torch.zeros(2)
+    rs = [_result(0, [0.3, 0.0], 10, flow=torch.tensor([1.0, 0.0]), curvature=2.0, sim_time=0.5, dt=0.1,
+                  grad_evals=10, rejected=0),
+          _result(1, [0.0, 0.1], 30, flow=torch.tensor([0.0, -1.0]), curvature=1.0, sim_time=1.0, dt=0.3,
+                  grad_evals=12, rejected=1)]
+    new, state = s.aggregate(x, s.init(x, 2), rs)
+    G0, G1 = loop_sensitivity(2.0, 0.5), loop_sensitivity(1.0, 1.0)
+    flow = 0.25 * torch.tensor([1.0, 0.0]) + 0.75 * torch.tensor([0.0, -1.0])
+    delta = flow / (1 / 2.0 + 0.25 * G0 + 0.75 * G1)
+    assert torch.allclose(new, delta)
+    assert torch.allclose(state["flows"][0], torch.tensor([1.0, 0.0]) - G0 * delta)
+    assert torch.allclose(state["flows"][1], torch.tensor([0.0, -1.0]) - G1 * delta)
+    lte = 0.5 * 2.0 * float((flow - delta / 2.0).norm())
+    assert state["H"] == pytest.approx(2.0 * StepController(0.1).factor(lte))
+    assert state["dt"] == pytest.approx(0.2)                          # median of the clients' last steps
+
+
+# ---------------------------------------------------------------- toy federated quadratic
+
+class _Quadratic:
+    """Client data stand-in: f_i(w) = 0.5 (w - b)^T diag(a) (w - b), exact gradients."""
+
+    def __init__(self, a, b, n):
+        self.a, self.b, self.n = torch.tensor(a), torch.tensor(b), n
+
+    def __len__(self):
+        return self.n
+
+
+def _quad_oracle(fm, data, buffers):
+    return lambda w, idx: (float(0.5 * (data.a * (w - data.b) ** 2).sum()), data.a * (w - data.b))
+
+
+def _simulate(strategy, clients, rounds, x0):
+    strategy.oracle = _quad_oracle
+    x, state = x0.clone(), strategy.init(x0, len(clients))
+    local = LocalConfig(batch_size=1000, steps=1)
+    steps = [3, 8, 20]                                   # different amounts of local work
+    for t in range(rounds):
+        rs = []
+        for i, d in enumerate(clients):
+            hooks = strategy.configure_client(state, i)
+            hooks.num_steps = steps[i]
+            rs.append(strategy.local_update(None, x, d, local, hooks, seed=t * 10 + i, client_id=i))
+        x, state = strategy.aggregate(x, state, rs)
+    return x
+
+
+QUAD = [_Quadratic([1.0, 3.0, 0.5], [2.0, -1.0, 0.0], 10),
+        _Quadratic([2.0, 1.0, 1.5], [-1.0, 1.0, 3.0], 20),
+        _Quadratic([0.5, 2.0, 1.0], [0.5, 0.5, -2.0], 30)]
+
+
+def _global_gradient(x):
+    p = torch.tensor([10.0, 20.0, 30.0]) / 60
+    return sum(pi * d.a * (x - d.b) for pi, d in zip(p, QUAD))
+
+
+@pytest.mark.parametrize("gamma", [0.1, 1.0])
+def test_adaptive_method_reaches_the_federated_equilibrium(gamma):
+    x0 = torch.zeros(3)
+    x = _simulate(FedECADOAdaptive(gamma=gamma), QUAD, 60, x0)
+    # equilibrium of the circuit: sum_i p_i grad f_i(x_c) = 0, despite 3 / 8 / 20 local steps
+    assert float(_global_gradient(x).norm()) < 1e-4 * float(_global_gradient(x0).norm())
+
+
+def _fedavg_residual(lr, rounds=200):
+    p, x = [1 / 6, 2 / 6, 3 / 6], torch.zeros(3)
+    for _ in range(rounds):
+        deltas = []
+        for d, k in zip(QUAD, [3, 8, 20]):
+            w = x.clone()
+            for _ in range(k):
+                w = w - lr * d.a * (w - d.b)
+            deltas.append(w - x)
+        x = x + sum(pi * di for pi, di in zip(p, deltas))
+    return float(_global_gradient(x).norm())
+
+
+def test_fedecado_reduces_objective_inconsistency():
+    # FedAvg with 3 / 8 / 20 local steps settles away from the equilibrium (objective inconsistency);
+    # FedECADO's continuous-time normalisation removes most of that, more the more accurately it integrates.
+    fedavg = min(_fedavg_residual(lr) for lr in (0.05, 0.1, 0.2))
+    assert fedavg > 0.5
+    res = {g: float(_global_gradient(_simulate(FedECADO(gamma=g, server_step=10.0), QUAD, 100, torch.zeros(3))).norm())
+           for g in (1e-3, 1e-2, 1e-1)}
+    assert res[1e-2] < 0.5 * fedavg
+    assert res[1e-3] < res[1e-2] < res[1e-1]
+
+
+# ---------------------------------------------------------------- real runs, determinism, errors
+
+def _tiny_run(blobs, name, **kw):
+    from lib import fl, models, partition
+    train, test = blobs
+    part = partition.dirichlet(train.y.numpy(), 4, alpha=0.3, seed=0, min_size=10)
+    m = models.build_model("mlp", train.input_shape, 3, seed=0, hidden=(16,))
+    return fl.run_federated(m, name, fl.client_datasets(train, part), test, rounds=6, clients_per_round=2,
+                            local=LocalConfig(batch_size=16, steps=3), steps_per_client=[2, 3, 5, 8],
+                            seed=0, strategy_kwargs=kw)
+
+
+@pytest.mark.parametrize("name", ["fedecado", "fedecado_adaptive"])
+def test_deterministic_and_learns(blobs, name):
+    a, b = _tiny_run(blobs, name, gamma=0.1), _tiny_run(blobs, name, gamma=0.1)
+    assert torch.equal(a.x, b.x)
+    assert a.records[-1]["accuracy"] > a.records[0]["accuracy"] + 0.2, [r["accuracy"] for r in a.records]
+    assert a.records[-1]["grad_evals"] >= 2 * 6 * 2 * 2      # >= two gradients per step, >= 2 steps per client
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("fedecado_adaptive", {"gamma": 0}, "gamma"),
+    ("fedecado_adaptive", {"gamma": -1e-3}, "gamma"),
+    ("fedecado_adaptive", {"curvature_memory": 1.0}, "curvature_memory"),
+    ("fedecado_adaptive", {"dt0": float("nan")}, "dt0"),
+    ("fedecado", {"server_step": 0}, "server_step"),
+    ("fedecado", {"max_tries": 0}, "max_tries"),
+    ("fedecado", {"lr": 0.1}, "no hyperparameter"),
+])
+def test_bad_hyperparameters(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        get_strategy(name, **kw)
+
+
+def test_critical_inductance_rejects_bad_curvature():
+    with pytest.raises(ValueError, match="curvature"):
+        critical_inductance(0.0)
+
+
+# ---------------------------------------------------------------- sweep helper
+
+def _fake_run(config, seed):
+    if config["lr"] > 1:
+        raise FloatingPointError("diverged")
+    return [{"method": config["method"], "round": r, "accuracy": config["lr"] * r + 0.01 * seed} for r in range(3)]
+
+
+def test_grid_is_the_cartesian_product():
+    g = grid(method=["a", "b"], lr=[0.1, 1.0, 10.0])
+    assert len(g) == 6 and g[0] == {"method": "a", "lr": 0.1} and g[-1] == {"method": "b", "lr": 10.0}
+    with pytest.raises(ValueError, match="list"):
+        grid(lr=0.1)
+    with pytest.raises(ValueError, match="empty"):
+        grid(lr=[])
+
+
+def test_sweep_returns_tidy_records_and_keeps_divergence():
+    df = sweep(_fake_run, grid(method=["a"], lr=[0.1, 0.2, 5.0]), seeds=[0, 1], workers=1)
+    assert set(["method", "lr", "seed", "round", "accuracy", "diverged", "config"]) <= set(df.columns)
+    assert len(df) == 2 * 3 * 2 + 2 * 1                 # 2 configs x 2 seeds x 3 rounds + 2 diverged rows
+    table = summarize(df, knobs=["lr"])
+    row = table.set_index("lr").loc[0.2]
+    assert row["final_accuracy"] == pytest.approx((0.4 + 0.41) / 2)
+    assert table.set_index("lr").loc[5.0, "diverged"]
+    best = tuned(table).iloc[0]
+    assert best["best"] == pytest.approx(0.405) and best["worst"] == pytest.approx(0.205)
+    assert best["diverged"] == 1 and best["grid_size"] == 3
