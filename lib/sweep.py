@@ -64,9 +64,17 @@ def _label(config: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in config.items())
 
 
-def summarize(df, knobs: list[str], y: str = "accuracy", by: str = "method"):
-    """Final ``y`` of every (method, config): mean and spread over seeds; diverged runs count as NaN."""
-    last = df.sort_values("round").groupby(["config", "seed"], as_index=False).tail(1)
+def summarize(df, knobs: list[str], y: str = "accuracy", by: str = "method", last: int = 1):
+    """Final ``y`` of every (method, config): mean and spread over seeds; diverged runs count as NaN.
+
+    ``last`` > 1 averages each run's last ``last`` evaluated rounds first (less round-to-round noise).
+    """
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}")
+    tail = df.sort_values("round").groupby(["config", "seed"], as_index=False).tail(last)
+    last = tail.groupby(["config", "seed"], as_index=False).agg(
+        **{y: (y, "mean"), "diverged": ("diverged", "any"), by: (by, "first"),
+           **{k: (k, "first") for k in knobs if k in df.columns}})
     cols = [by] + [k for k in knobs if k in df.columns]
     g = last.groupby([by, "config"], dropna=False)
     out = g.agg(**{f"final_{y}": (y, "mean"), f"{y}_std": (y, "std"), "diverged": ("diverged", "any")}).reset_index()

@@ -266,6 +266,8 @@ def test_sweep_returns_tidy_records_and_keeps_divergence():
     row = table.set_index("lr").loc[0.2]
     assert row["final_accuracy"] == pytest.approx((0.4 + 0.41) / 2)
     assert table.set_index("lr").loc[5.0, "diverged"]
+    three = summarize(df, knobs=["lr"], last=3).set_index("lr")
+    assert three.loc[0.2, "final_accuracy"] == pytest.approx(((0 + 0.2 + 0.4) + (0.01 + 0.21 + 0.41)) / 6)
     best = tuned(table).iloc[0]
     assert best["best"] == pytest.approx(0.405) and best["worst"] == pytest.approx(0.205)
     assert best["diverged"] == 1 and best["grid_size"] == 3
