@@ -6,6 +6,7 @@ momentum is an inductance. Three small, separately tested pieces:
 * :class:`StepController` — accept or reject a step by its local truncation error (LTE)
   and rescale it:  accept if LTE <= gamma;  dt <- dt * clip(safety * sqrt(gamma / LTE)).
   (Forward and Backward Euler are first-order: LTE ~ dt^2, hence the square root.)
+* :func:`adaptive_step` — the retry loop around one step, shared by every client integrator.
 * :func:`euler_lte` — LTE estimate of one Euler step from the vector field at both ends,
   LTE ~ (dt / 2) ||F(z_{n+1}) - F(z_n)||.
 * :func:`no_overshoot_step` — the stability side of the step: dt <= C / g.
@@ -57,6 +58,20 @@ class StepController:
         """(accepted, next dt) for a step of size ``dt`` whose LTE estimate is ``lte``."""
         accepted = math.isfinite(lte) and lte <= self.gamma
         return accepted, min(self.dt_max, max(self.dt_min, dt * self.factor(lte)))
+
+
+def adaptive_step(ctrl: StepController, dt: float, attempt, max_tries: int):
+    """Retry ``attempt(dt) -> (candidate, lte)`` with rescaled steps until the LTE test accepts.
+
+    After ``max_tries`` attempts the last candidate is taken anyway. Returns
+    (candidate, the dt it used, the next dt, number of attempts).
+    """
+    for k in range(1, max_tries + 1):
+        candidate, lte = attempt(dt)
+        ok, dt_next = ctrl.step(dt, lte)
+        if ok or k == max_tries:
+            return candidate, dt, dt_next, k
+        dt = dt_next
 
 
 def euler_lte(dt: float, f_old: torch.Tensor, f_new: torch.Tensor) -> float:

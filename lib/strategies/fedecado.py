@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..client import ClientHooks, ClientResult, batch_gradient, batches
-from ..dynamics import StepController, euler_lte, no_overshoot_step
+from ..dynamics import StepController, adaptive_step, euler_lte, no_overshoot_step
 from .base import Strategy, check_positive, sample_weights
 
 
@@ -87,14 +87,14 @@ class FedECADO(Strategy):
         for idx in batches(len(data), local.batch_size, steps, gen):
             loss, g0 = grad(x, idx)
             evals += 1
-            for attempt in range(self.max_tries):
+
+            def attempt(dt):
                 x1 = x - (dt / c) * g0
-                _, g1 = grad(x1, idx)
-                evals += 1
-                ok, dt_next = ctrl.step(dt, euler_lte(dt, -g0 / c, -g1 / c))
-                if ok or attempt == self.max_tries - 1:
-                    break
-                dt, rejected = dt_next, rejected + 1
+                g1 = grad(x1, idx)[1]
+                return (x1, g1), euler_lte(dt, -g0 / c, -g1 / c)
+
+            (x1, g1), dt, dt_next, tries = adaptive_step(ctrl, dt, attempt, self.max_tries)
+            evals, rejected = evals + tries, rejected + tries - 1
             curv.append(secant_curvature(g0, g1, x, x1))
             x, sim_time, total = x1, sim_time + dt, total + loss
             dt = min(dt_next, no_overshoot_step(curv[-1], c))

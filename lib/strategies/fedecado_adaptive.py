@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from ..client import ClientHooks, ClientResult, batches
-from ..dynamics import StepController, critical_inductance, euler_lte, loop_sensitivity, no_overshoot_step
+from ..dynamics import (StepController, adaptive_step, critical_inductance, euler_lte, loop_sensitivity,
+                        no_overshoot_step)
 from .base import Strategy, check_positive, sample_weights
 from .fedecado import minibatch_oracle, secant_curvature
 
@@ -77,7 +78,7 @@ class FedECADOAdaptive(Strategy):
         flow = torch.zeros_like(x) if flow is None else flow.clone()
         g_hat = hooks.state["curvature"]
         dt = min(hooks.state["dt"], no_overshoot_step(g_hat, c))
-        sim_time, evals, rejected, total, trace = 0.0, 0, 0, 0.0, []
+        sim_time, evals, rejected, total = 0.0, 0, 0, 0.0
 
         def field(grad, x_, i_, ind):
             return torch.cat([(-grad - i_) / c, (x_ - x_c) / ind if ind else torch.zeros_like(x_)])
@@ -87,24 +88,23 @@ class FedECADOAdaptive(Strategy):
             loss, g0 = grad(x, idx)
             evals += 1
             f0 = field(g0, x, flow, ind)
-            for attempt in range(self.max_tries):
+
+            def attempt(dt):
                 x1 = x + dt * f0[: x.numel()]
                 i1 = flow + (dt / ind) * (x1 - x_c) if ind else flow     # branch sees the new x_i
-                _, g1 = grad(x1, idx)
-                evals += 1
-                ok, dt_next = ctrl.step(dt, euler_lte(dt, f0, field(g1, x1, i1, ind)))
-                if ok or attempt == self.max_tries - 1:
-                    break
-                dt, rejected = dt_next, rejected + 1
+                g1 = grad(x1, idx)[1]
+                return (x1, i1, g1), euler_lte(dt, f0, field(g1, x1, i1, ind))
+
+            (x1, i1, g1), dt, dt_next, tries = adaptive_step(ctrl, dt, attempt, self.max_tries)
+            evals, rejected = evals + tries, rejected + tries - 1
             s = secant_curvature(g0, g1, x, x1)
             if s == s and s > 0:
                 g_hat = s if g_hat is None else m * g_hat + (1 - m) * s
-            trace.append((dt, ind if ind else float("nan")))
             x, flow, sim_time, total = x1, i1, sim_time + dt, total + loss
             dt = min(dt_next, no_overshoot_step(g_hat, c))
         return ClientResult(client_id, x - x_c, len(data), steps, total / steps, sim_time / steps, 0.0, None,
                             {"flow": flow, "sim_time": sim_time, "curvature": g_hat, "dt": dt, "grad_evals": evals,
-                             "rejected": rejected, "trace": trace})
+                             "rejected": rejected})
 
     def aggregate(self, x, state, results):
         c, H = self.capacitance, state["H"]
