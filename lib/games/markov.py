@@ -122,6 +122,17 @@ def best_response_value(r, P, beta, policy, player: str, bonus=None):
     return V, resp
 
 
+def policy_value(r, P, beta, mu, nu):
+    """V^{mu, nu}_h(s) (B, H + 1, S) with the KL terms of every step, by backward induction."""
+    B, H, S, m, n = r.shape
+    beta = np.broadcast_to(np.asarray(beta, float), (B,))
+    bs = np.repeat(beta[:, None], S, 1)
+    V = np.zeros((B, H + 1, S))
+    for h in reversed(range(H)):
+        V[:, h] = mg.objective(_q(r[:, h], P[:, h], V[:, h + 1]), mu[:, h], nu[:, h], bs)
+    return V
+
+
 def duality_gap(game_r, game_P, beta, mu, nu, s0=0):
     """V^{BR(nu), nu}_1(s0) - V^{mu, BR(mu)}_1(s0): the regularized duality gap of (mu, nu)."""
     up, _ = best_response_value(game_r, game_P, beta, nu, "max")

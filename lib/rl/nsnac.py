@@ -1,0 +1,195 @@
+"""NS-NAC and BORL-NS-NAC: natural actor-critic with restarts for non-stationary average-reward MDPs.
+
+Our reconstruction of arXiv 2504.16415 (see ../shared/papers/nsnac.md). Tabular softmax policy
+pi(a|s) ∝ exp(theta(s, a)); at every step t, in state s, having taken a and seen r, s', a' ~ pi(s'):
+
+    eta      <- eta + beta (r - eta)                                (average-reward estimate)
+    delta     = r - eta + Q(s', a') - Q(s, a)                       (differential TD error)
+    Q(s, a)  <- Q(s, a) + beta delta                                (critic, fast timescale)
+    theta(s) <- theta(s) + alpha Q(s, .)                            (actor: natural PG for softmax, slow)
+
+and every N steps everything restarts (theta = Q = eta = 0): forgetting is the exploration a
+changing MDP needs. The paper's bound O~(|S|^1/2 |A|^1/2 Delta_T^1/6 T^5/6) is consistent with
+N = (T / Delta_T)^(5/6) (a stationary regret of N^(4/5) per interval, plus N Delta_T of drift).
+
+Arms (all run as one vectorized batch over games x arms):
+    ``nsnac``      restart every N = ceil(c_N (T / Delta_T)^(5/6)) steps; alpha, beta from N
+    ``nac``        the same learner without restarts (N = T)
+    ``oracle``     restart exactly at the true change points (piecewise environments)
+    ``borl``       BORL-NS-NAC: blocks of W = ceil(T^block_exponent) steps (1/2 by default); EXP3
+                   picks, per block, one (N, alpha, beta) from a geometric grid N = T^(k/5) x three
+                   step-size scales, built without Delta_T; the block's mean reward (in [0, 1]) is
+                   the bandit feedback; the learner restarts at every block (``block_restart``,
+                   as in BORL) or keeps its state and only changes its settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .mdp import NonStationaryMDP
+from ..utils import progress
+
+ARMS = ("nsnac", "nac", "oracle", "borl")
+
+
+def step_sizes(N: int, alpha0: float = 10.0, beta0: float = 1.0):
+    """Two-timescale constants for an interval of N steps: beta = beta0 N^(-1/3), alpha = alpha0 N^(-1/2)."""
+    if N < 1 or alpha0 <= 0 or beta0 <= 0:
+        raise ValueError(f"need N >= 1, alpha0 > 0, beta0 > 0; got N={N}, alpha0={alpha0}, beta0={beta0}")
+    return alpha0 * N ** -0.5, min(1.0, beta0 * N ** (-1 / 3))
+
+
+def restart_interval(T: int, delta: float, c_N: float = 1.0) -> int:
+    """N = c_N (T / Delta_T)^(5/6), clipped to [1, T]; Delta_T = 0 means never restart."""
+    if T < 1 or delta < 0 or c_N <= 0:
+        raise ValueError(f"need T >= 1, Delta_T >= 0, c_N > 0; got T={T}, Delta_T={delta}, c_N={c_N}")
+    if delta == 0:
+        return T
+    return int(np.clip(np.ceil(c_N * (T / delta) ** (5 / 6)), 1, T))
+
+
+def borl_grid(T: int, size: int = 5):
+    """Restart intervals N = T^(k/size), k = 1..size (geometric, no knowledge of Delta_T)."""
+    return sorted({int(np.ceil(T ** (k / size))) for k in range(1, size + 1)})
+
+
+@dataclass
+class ArmSpec:
+    name: str
+    N: int = 0                                   # restart interval (nsnac / nac)
+    alpha: float = 0.0
+    beta: float = 0.0
+    grid: list = field(default_factory=list)     # borl: [(N, alpha, beta), ...]
+    block: int = 0                               # borl: W
+    block_restart: bool = True                   # borl: restart the learner at every block (as BORL does)
+
+
+def make_arms(env: NonStationaryMDP, arms=ARMS, c_N: float = 1.0, alpha0: float = 10.0, beta0: float = 1.0,
+              grid_size: int = 5, delta: float | None = None, block_exponent: float = 0.5, block_restart: bool = True) -> list[ArmSpec]:
+    """The four arms' settings for env; NS-NAC is told Delta_T (the mean over games unless given)."""
+    T = env.T
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arm(s) {sorted(unknown)}; expected a subset of {ARMS}")
+    delta = float(np.mean(env.variation())) if delta is None else float(delta)
+    out = []
+    for a in arms:
+        if a == "nsnac":
+            N = restart_interval(T, delta, c_N)
+            out.append(ArmSpec("nsnac", N, *step_sizes(N, alpha0, beta0)))
+        elif a == "nac":
+            out.append(ArmSpec("nac", T, *step_sizes(T, alpha0, beta0)))
+        elif a == "oracle":
+            seg = int(np.max(np.diff(np.r_[env.starts, T])))
+            out.append(ArmSpec("oracle", seg, *step_sizes(seg, alpha0, beta0)))
+        else:
+            W = int(np.ceil(T ** block_exponent))
+            grid = [(N, *step_sizes(N, a0 * alpha0, beta0)) for N in borl_grid(T, grid_size) for a0 in (0.3, 1.0, 3.0)]
+            out.append(ArmSpec("borl", W, grid=sorted(set(grid)), block=W, block_restart=block_restart))
+    return out
+
+
+def _sample(rng, p):
+    u = rng.random((p.shape[0], 1))
+    return np.minimum((p.cumsum(-1) < u).sum(-1), p.shape[-1] - 1)
+
+
+def _softmax(x):
+    z = np.exp(x - x.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_points: int = 40,
+             desc: str | None = None):
+    """Run every arm on every game of env, vectorized.
+
+    Returns dict(t, regret (arms, G, points): cumulative dynamic regret at the steps t,
+    restarts (arms, G), arms, and for BORL borl_choices (blocks, G) and borl_grid).
+    """
+    if not arms:
+        raise ValueError("no arms given")
+    if sum(a.name == "borl" for a in arms) > 1:
+        raise ValueError("at most one BORL arm per run (they would share one bandit); run variants separately")
+    rng = np.random.default_rng(seed)
+    G = env.P.shape[0]
+    S, A = env.dims
+    E = len(arms) * G                                  # batch: arm-major, then game
+    g_of = np.tile(np.arange(G), len(arms))
+    arm_of = np.repeat(np.arange(len(arms)), G)
+    N = np.array([arms[i].N for i in arm_of], float)
+    alpha = np.array([arms[i].alpha for i in arm_of])
+    beta = np.array([arms[i].beta for i in arm_of])
+    is_oracle = np.array([arms[i].name == "oracle" for i in arm_of])
+    is_borl = np.array([arms[i].name == "borl" for i in arm_of])
+    borl = next((a for a in arms if a.name == "borl"), None)
+    if borl is not None:
+        M = len(borl.grid)
+        grid = np.array(borl.grid)                      # (M, 3)
+        nb = int(np.ceil(env.T / borl.block))
+        gamma = min(1.0, np.sqrt(M * np.log(M) / ((np.e - 1) * nb)))
+        logw = np.zeros((E, M))
+        choice = np.zeros(E, int)
+        block_reward = np.zeros(E)
+        choices = []
+    theta, Q, eta = np.zeros((E, S, A)), np.zeros((E, S, A)), np.zeros(E)
+    since = np.zeros(E)
+    restarts = np.zeros(E, int)
+    s = rng.integers(0, S, E)
+    ar = np.arange(E)
+    rec_t = np.unique(np.geomspace(1, env.T, record_points).round().astype(int))
+    regret = np.zeros((E, len(rec_t)))
+    cum = np.zeros(E)
+    change = set(env.change_points().tolist())
+    ri = 0
+    k = 0
+    a = _sample(rng, _softmax(theta[ar, s]))
+    for t in progress(range(env.T), desc=desc or "NS-NAC", leave=False, mininterval=1.0):
+        if k + 1 < len(env.starts) and t == env.starts[k + 1]:
+            k += 1
+        # --- restarts ----------------------------------------------------------------------
+        reset = since >= N
+        if t in change:
+            reset |= is_oracle
+        if borl is not None and t % borl.block == 0:
+            if t > 0:                                   # EXP3 update with the finished block's mean reward
+                x = block_reward / borl.block
+                p = (1 - gamma) * _softmax(logw) + gamma / M
+                logw[ar, choice] += gamma * x / p[ar, choice] / M
+            p = (1 - gamma) * _softmax(logw) + gamma / M
+            choice = _sample(rng, p)
+            choices.append(choice[is_borl].copy())
+            N = np.where(is_borl, grid[choice, 0], N)
+            alpha = np.where(is_borl, grid[choice, 1], alpha)
+            beta = np.where(is_borl, grid[choice, 2], beta)
+            block_reward[:] = 0
+            if borl.block_restart:
+                reset |= is_borl
+        if reset.any():
+            restarts += reset & (t > 0)
+            theta[reset], Q[reset], eta[reset], since[reset] = 0.0, 0.0, 0.0, 0
+            a = np.where(reset, _sample(rng, _softmax(theta[ar, s])), a)
+        # --- act, observe, learn ------------------------------------------------------------
+        g = g_of
+        r = env.R[g, k, s, a]
+        cum += env.J_star[g, k] - r
+        s2 = _sample(rng, env.P[g, k, s, a])
+        a2 = _sample(rng, _softmax(theta[ar, s2]))
+        eta += beta * (r - eta)
+        delta = r - eta + Q[ar, s2, a2] - Q[ar, s, a]
+        Q[ar, s, a] += beta * delta
+        theta[ar, s] += alpha[:, None] * Q[ar, s]
+        if borl is not None:
+            block_reward += r
+        since += 1
+        s, a = s2, a2
+        while ri < len(rec_t) and rec_t[ri] == t + 1:
+            regret[:, ri] = cum
+            ri += 1
+    out = {"t": rec_t, "regret": regret.reshape(len(arms), G, -1), "arms": [x.name for x in arms],
+           "restarts": restarts.reshape(len(arms), G)}
+    if borl is not None:
+        out["borl_choices"] = np.array(choices)
+        out["borl_grid"] = borl.grid
+    return out
