@@ -198,11 +198,12 @@ def solve_regularized_ne(A, beta, mu_ref=None, nu_ref=None, tol: float = 1e-8, m
     if tol <= 0:
         raise ValueError(f"tol must be > 0; got {tol}")
     mu, nu, gap = _solve(A, beta, mu_ref, nu_ref, tol, max_iter, init, mirror_steps, need)
-    bad = gap > tol
+    checked = (beta > 0) | (len(set(need)) == 2)     # an LP asked for one side leaves the other uniform
+    bad = (gap > tol) & checked
     if init is not None and bad.any():
         mu[bad], nu[bad], gap[bad] = _solve(A[bad], beta[bad], mu_ref[bad], nu_ref[bad], tol, max_iter, None,
                                             mirror_steps, need)
-        bad = gap > tol
+        bad = (gap > tol) & checked
     if bad.any():
         raise RuntimeError(f"regularized NE not within tol={tol} after {max_iter} iterations "
                            f"(worst gap {gap.max():.2e}, beta={beta[bad].min():g}, max|A|={np.abs(A).max():.3g})")
