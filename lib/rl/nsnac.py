@@ -102,11 +102,12 @@ def _softmax(x):
 
 
 def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_points: int = 40,
-             desc: str | None = None):
+             record_t=None, desc: str | None = None):
     """Run every arm on every game of env, vectorized.
 
     Returns dict(t, regret (arms, G, points): cumulative dynamic regret at the steps t,
-    restarts (arms, G), arms, and for BORL borl_choices (blocks, G) and borl_grid).
+    restarts (arms, G), arms, and for BORL borl_choices (blocks, G) and borl_grid). The steps t
+    are ``record_points`` geometric ones unless ``record_t`` (1-based step counts) is given.
     """
     if not arms:
         raise ValueError("no arms given")
@@ -138,7 +139,8 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
     restarts = np.zeros(E, int)
     s = rng.integers(0, S, E)
     ar = np.arange(E)
-    rec_t = np.unique(np.geomspace(1, env.T, record_points).round().astype(int))
+    rec_t = (np.unique(np.geomspace(1, env.T, record_points).round().astype(int)) if record_t is None
+             else np.unique(np.clip(np.asarray(record_t, int), 1, env.T)))
     regret = np.zeros((E, len(rec_t)))
     cum = np.zeros(E)
     change = set(env.change_points().tolist())
