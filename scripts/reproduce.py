@@ -65,6 +65,9 @@ def main() -> int:
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("WORKBOOK_PROGRESS", "0")
+    # the kernel must draw inline, so that recorded and reproduced notebooks embed their figures
+    # (CI exports MPLBACKEND=Agg for pytest; a recording made under it would carry no images)
+    os.environ.pop("MPLBACKEND", None)
     profile = "quick" if args.record else resolve_profile(args.profile)
     if args.profile != "auto" or args.record:
         print(f"profile: {profile} ({'record always uses quick' if args.record else 'as asked'})")
@@ -82,7 +85,7 @@ def main() -> int:
         print(f"   {'ok    ' if ok else 'FAILED'} {secs:6.1f} s  {err}", flush=True)
     if not args.record:
         from lib.report import main as report
-        report([profile])
+        report([])  # every profile with saved claims: a full run must not drop the quick section
     print("\nsummary:")
     for name, ok, secs, err in results:
         print(f"  {'passed' if ok else 'FAILED'}  {name:45s} {secs:7.1f} s  {err[:100]}")

@@ -33,6 +33,7 @@ def test_notebook_shape(path):
     assert "Traceback (most recent call last)" not in text
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in cells), "strip papermill's cell"
     assert sum(bool(c.get("outputs")) for c in cells if c.cell_type == "code") >= 5, "record the outputs"
+    assert "image/png" in text, "no figure is embedded: record with the inline backend (not MPLBACKEND=Agg)"
 
 
 def test_runner_selects_by_number_and_rejects_unknown():
