@@ -10,11 +10,11 @@ PROFILE ?= auto
 NB ?=
 export WORKBOOK_PROGRESS ?= 0
 
-.PHONY: help venv data reproduce test unit nbval record report lab clean
+.PHONY: help venv data reproduce test unit smoke nbval record report lab clean
 
 help:
 	@echo "make reproduce [PROFILE=quick|full] [NB=01]  run notebooks headless into runs/<profile>/, then REPORT.md"
-	@echo "make test                                    unit tests + nbval over every notebook (quick profile)"
+	@echo "make test                                    unit tests, every notebook's smoke profile, nbval with checked values (quick)"
 	@echo "make lab | record | report | data | clean"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -32,11 +32,15 @@ venv: $(STAMP)
 data: $(STAMP)
 	$(PY) scripts/seed_data.py
 
+smoke: $(STAMP)
+	$(PY) -m pytest tests/test_smoke.py -p no:cacheprovider
+
 reproduce: $(STAMP)
 	$(PY) scripts/reproduce.py --profile $(PROFILE) $(if $(NB),--nb $(NB)) --kernel $(KERNEL)
 
+# checked values are compared with their recorded tolerances (notebooks/*.expected.json), not as text
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	WORKBOOK_CHECKS=check $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
 
 unit: $(STAMP)
@@ -49,7 +53,8 @@ report: $(STAMP)
 	$(PY) -m lib.report
 
 lab: $(STAMP)
-	WORKBOOK_PROGRESS=1 $(VENV)/bin/jupyter lab notebooks/
+	@if [ "$$(id -u)" = 0 ]; then echo "warning: running JupyterLab as root (--allow-root), as in many workshop containers"; fi
+	WORKBOOK_PROGRESS=1 $(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean:
 	rm -rf runs results/quick results/full

@@ -138,10 +138,14 @@ def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: Local
                         bufs if bufs else None)
 
 
+EVAL_BATCH = {"cpu": 256, "cuda": 4096}   # measured: on 2 CPU cores batch 256 is 2.5x faster than 2,000
+
+
 @torch.no_grad()
-def evaluate(fm: FlatModel, w: torch.Tensor, data: ArrayDataset, batch_size: int = 2000,
+def evaluate(fm: FlatModel, w: torch.Tensor, data: ArrayDataset, batch_size: int | None = None,
              buffers: dict | None = None) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of parameters ``w`` on a dataset."""
+    """Accuracy and mean cross-entropy of parameters ``w`` on a dataset (batch suited to the device)."""
+    batch_size = batch_size or EVAL_BATCH.get(w.device.type, 256)
     fm.module.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(data), batch_size):

@@ -113,6 +113,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None,
     return _LOADERS[name](root, download)
 
 
+def require(*names: str) -> None:
+    """Fail now, before any work, if a dataset a notebook will need cannot be had (one clear DataError
+    naming every missing dataset). Notebooks call it in their configuration cell."""
+    errors = []
+    for name in dict.fromkeys(n for n in names if n):
+        try:
+            load_dataset(name)
+        except DataError as exc:
+            errors.append(f"- {name}: {exc}")
+    if errors:
+        raise DataError("this configuration needs data that is not here:\n" + "\n".join(errors))
+
+
 def offline() -> bool:
     flag = os.environ.get("WORKBOOK_OFFLINE", "") or os.environ.get("HF_DATASETS_OFFLINE", "")
     return flag.strip().lower() not in ("", "0", "false", "no")

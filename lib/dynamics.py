@@ -89,7 +89,10 @@ def no_overshoot_step(curvature: float | None, capacitance: float = 1.0) -> floa
 
 
 def critical_inductance(curvature: float, capacitance: float = 1.0) -> float:
-    """L = 4 C / g^2: the series-L / parallel-(g, C) client loop is critically damped."""
+    """L = 4 C / g^2: the series-L / parallel-(g, C) client loop is critically damped.
+
+    The loop C L x'' + g L x' + x = 0 has real roots, so no overshoot, iff g^2 L^2 >= 4 C L, i.e.
+    L >= 4 C / g^2; the critical value is the smallest (fastest) such L, and a smaller L rings."""
     if not curvature > 0:
         raise ValueError(f"curvature must be positive, got {curvature}")
     return 4.0 * capacitance / curvature ** 2
@@ -110,7 +113,7 @@ def damped_loop(curvature: float, inductance: float, x_c: float = 0.0, optimum: 
                 capacitance: float = 1.0, dt: float = 1e-3, t_end: float = 20.0):
     """Forward-Euler trajectory (t, x, I) of the scalar client loop from rest at x = x_c, I = 0.
 
-    Used to show (and test) that L = 4C/g^2 gives no overshoot of the flow I while a larger L does.
+    Used to show (and test) that L = 4C/g^2 gives no overshoot of the flow I while a smaller L rings.
     """
     n = int(round(t_end / dt))
     x, i_flow = x_c, 0.0

@@ -63,6 +63,7 @@ def trackers(model: nn.Module) -> list[tuple[str, StatTracker]]:
 class MLP(nn.Module):
     def __init__(self, input_shape, num_classes: int, hidden=(200, 200), norm: str | None = None):
         super().__init__()
+        hidden = (200, 200) if hidden is None else tuple(hidden)   # None = the default widths (a profile may pass None)
         d = 1
         for s in input_shape:
             d *= s
@@ -84,12 +85,13 @@ class CNN(nn.Module):
     pre-trained trunk can be kept and the head re-initialised.
     """
 
-    def __init__(self, input_shape, num_classes: int, channels=(32, 64), fc=(512,)):
+    def __init__(self, input_shape, num_classes: int, channels=(32, 64), fc=(512,), norm: str | None = None):
         super().__init__()
         c_in, h, w = input_shape
+        n = (lambda c: [_norm(norm, c)]) if norm else (lambda c: [])  # noqa: E731  (norm="track": FedRevive)
         self.features = nn.Sequential(
-            nn.Conv2d(c_in, channels[0], 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels[0], channels[1], 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c_in, channels[0], 5, padding=2), *n(channels[0]), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels[0], channels[1], 5, padding=2), *n(channels[1]), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten())
         prev, layers = channels[1] * (h // 4) * (w // 4), []
         for f in fc:
@@ -133,14 +135,16 @@ class ResNet18(nn.Module):
     def __init__(self, input_shape, num_classes: int, norm: str = "group", width: int = 64):
         super().__init__()
         c_in = input_shape[0]
-        self.stem = nn.Sequential(nn.Conv2d(c_in, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU())
+        # the stem lives only inside `features`: registered twice, it made parameters shared between two
+        # names, and flat-vector views broke after the first forward pass
+        stem = nn.Sequential(nn.Conv2d(c_in, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU())
         blocks, c = [], width
         for i, mult in enumerate((1, 2, 4, 8)):
             for j in range(2):
                 stride = 2 if (i > 0 and j == 0) else 1
                 blocks.append(BasicBlock(c, width * mult, stride, norm))
                 c = width * mult
-        self.features = nn.Sequential(self.stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(c, num_classes)
 
     def forward(self, x):

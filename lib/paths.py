@@ -9,6 +9,8 @@ variable               default                     holds
 ``WORKBOOK_DATA_DIR``  ``<repo>/data``             datasets (never committed)
 ``WORKBOOK_RESULTS``   ``<repo>/results``          per-run metrics, claims
 ``WORKBOOK_FIGURES``   ``<repo>/figures``          saved figures
+``WORKBOOK_CLAIMS``    ``<repo>/claims``           claims of record (tracked)
+``WORKBOOK_EXPECTED``  ``<repo>/notebooks``        checked values (tracked)
 =====================  ==========================  ===========================
 """
 from __future__ import annotations
@@ -35,6 +37,15 @@ def results_dir(profile: str | None = None) -> Path:
 
 def figures_dir() -> Path:
     return _dir("WORKBOOK_FIGURES", REPO_ROOT / "figures")
+
+
+def claims_dir(profile: str | None = None) -> Path:
+    root = _dir("WORKBOOK_CLAIMS", REPO_ROOT / "claims")
+    return root / profile if profile else root
+
+
+def expected_dir() -> Path:
+    return _dir("WORKBOOK_EXPECTED", REPO_ROOT / "notebooks")
 
 
 def rel(path: Path | str) -> str:

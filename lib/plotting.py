@@ -20,14 +20,37 @@ def savefig(fig, name: str) -> str:
     return paths.rel(out)
 
 
+# One colour per method across every figure of a notebook (and of the workbook): known methods get a
+# fixed slot; any other name gets the next free colour of a 20-colour palette in order of appearance.
+_KNOWN = ["fedavg", "fedprox", "scaffold", "fedavgm", "fednova", "fedadam", "fedyogi", "fedexp", "fedecado",
+          "adaptive", "fedavg_sync", "fedasync", "fedbuff", "afl_dw", "ca2fl", "fedstale", "fedcompass",
+          "fedasmu", "fedfix", "async_localsgd", "fedrevive", "fedasync_const"]
+_COLORS: dict[str, tuple] = {}
+
+
+def color(name: str):
+    """The colour of a method (or any label): the same in every figure."""
+    if name not in _COLORS:
+        pal = sns.color_palette("tab20", 20)
+        order = [pal[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))]   # saturated first
+        slot = _KNOWN.index(name) if name in _KNOWN else len(_KNOWN) + sum(k not in _KNOWN for k in _COLORS)
+        _COLORS[name] = order[slot % len(order)]
+    return _COLORS[name]
+
+
+def palette(names) -> dict:
+    return {n: color(str(n)) for n in names}
+
+
 def plot_curves(df, x: str = "round", y: str = "accuracy", hue: str = "method", col: str | None = None,
                 style: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
                 title: str | None = None, col_wrap: int | None = None, height: float = 3.2):
-    """Mean curve (band = spread over seeds when several) of ``y`` against ``x``."""
+    """Mean curve of ``y`` against ``x``; the band is the 95% interval of the mean over seeds."""
     labels = {"round": "communication round", "accuracy": "test accuracy", "loss": "test loss",
-              "sim_time": "simulated time (s)", "bytes_up": "bytes uploaded", "wall_time": "wall time (s)"}
-    g = sns.relplot(data=df, x=x, y=y, hue=hue, col=col, style=style or hue, kind="line", errorbar=("pi", 100),
-                    height=height, aspect=1.3, col_wrap=col_wrap, facet_kws={"sharey": True})
+              "sim_time": "simulated time (time units)", "bytes_up": "bytes uploaded", "wall_time": "wall time (s)"}
+    g = sns.relplot(data=df, x=x, y=y, hue=hue, col=col, style=style or hue, kind="line", errorbar=("ci", 95),
+                    palette=palette(df[hue].unique()), height=height, aspect=1.3, col_wrap=col_wrap,
+                    facet_kws={"sharey": True}, n_boot=200, seed=0)
     g.set_axis_labels(xlabel or labels.get(x, x), ylabel or labels.get(y, y))
     if title:
         g.figure.suptitle(title, y=1.03)

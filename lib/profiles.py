@@ -6,12 +6,15 @@ so ``papermill -p rounds 50`` overrides one knob and keeps the rest.
 
 ``quick``: a 2-core CPU, a couple of minutes, still shows the paper's effect.
 ``full``:  the paper's scale, one GPU. ``auto``: full if CUDA is visible, else quick.
+``smoke``: exactly the full profile's code path (models, arms, ablations, device handling,
+           caching) at tiny sizes, under a minute on 2 CPU cores; its numbers mean nothing.
+           ``make test`` runs it for every notebook so that a full run never dies of a bug.
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-PROFILES = ("quick", "full")
+PROFILES = ("quick", "full", "smoke")
 
 
 def resolve_profile(profile: str = "auto", verbose: bool = True) -> str:
@@ -27,12 +30,19 @@ def resolve_profile(profile: str = "auto", verbose: bool = True) -> str:
 
 
 def configure(profile: str, defaults: dict[str, dict], **given) -> SimpleNamespace:
-    """Merge a profile's defaults with the parameters given (``None`` = use the default)."""
+    """Merge a profile's defaults with the parameters given (``None`` = use the default).
+
+    ``defaults["smoke"]`` lists only what the smoke profile shrinks; everything else is the full
+    profile's, so a smoke run takes the full run's code path.
+    """
     profile = resolve_profile(profile, verbose=False)
     missing = [p for p in PROFILES if p not in defaults]
     if missing:
         raise ValueError(f"defaults lack profile(s) {missing}")
-    base = dict(defaults[profile])
+    extra = set(defaults["smoke"]) - set(defaults["full"])
+    if extra:
+        raise ValueError(f"the smoke profile may only shrink the full profile's knobs; unknown: {sorted(extra)}")
+    base = dict(defaults["full"], **defaults["smoke"]) if profile == "smoke" else dict(defaults[profile])
     unknown = set(given) - set(base)
     if unknown:
         raise ValueError(f"parameters {sorted(unknown)} have no default in profile {profile!r}; "

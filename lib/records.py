@@ -17,28 +17,75 @@ def load_records(name: str, profile: str):
     return pd.read_csv(paths.results_dir(profile) / f"{name}.csv")
 
 
-def time_to_target(df, target: float, x: str = "round", y: str = "accuracy", by=("method",)):
-    """First ``x`` at which ``y`` reaches ``target`` per group (NaN if never)."""
+def time_to_target(df, target: float, x: str = "round", y: str = "accuracy", by=("method",),
+                   interpolate: bool = True):
+    """The ``x`` at which ``y`` first reaches ``target``, per group (NaN if never: a censored run).
+
+    With ``interpolate`` (the default) the crossing is interpolated linearly between the two
+    evaluations around it, so the answer does not snap to the evaluation grid.
+    """
     import numpy as np
     import pandas as pd
     rows = []
     for key, g in df.groupby(list(by)):
         g = g.sort_values(x)
-        hit = g[g[y] >= target]
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                     f"{x}_to_{target:g}": float(hit[x].iloc[0]) if len(hit) else np.nan})
+        xs, ys = g[x].to_numpy(float), g[y].to_numpy(float)
+        hit = np.flatnonzero(ys >= target)
+        if not len(hit):
+            t = np.nan
+        elif hit[0] == 0 or not interpolate:
+            t = xs[hit[0]]
+        else:
+            i = hit[0]
+            t = xs[i - 1] + (target - ys[i - 1]) / (ys[i] - ys[i - 1]) * (xs[i] - xs[i - 1])
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), f"{x}_to_{target:g}": float(t)})
     return pd.DataFrame(rows)
 
 
+def value_at(df, at: float, x: str, y: str = "accuracy", by=("method", "seed")):
+    """``y`` interpolated linearly at ``x = at`` per group (NaN where a group's ``x`` never reaches ``at``)."""
+    import numpy as np
+    import pandas as pd
+    out = {}
+    for key, g in df.groupby(list(by)):
+        g = g.sort_values(x)
+        xs, ys = g[x].to_numpy(float), g[y].to_numpy(float)
+        out[key] = float(np.interp(at, xs, ys)) if xs.min() <= at <= xs.max() else np.nan
+    keys = [k if isinstance(k, tuple) else (k,) for k in out]
+    idx = pd.MultiIndex.from_tuples(keys, names=list(by)) if len(by) > 1 else pd.Index([k[0] for k in keys], name=by[0])
+    return pd.Series(list(out.values()), index=idx, name=y)
+
+
+def final_per_seed(df, y: str = "accuracy", last: int = 3, by=("method",), order_by: str | None = None):
+    """Mean of the last ``last`` evaluations per group and seed (a Series indexed by ``by`` + seed)."""
+    by = list(by)
+    order_by = order_by or ("round" if "round" in df else "sim_time")
+    keys = by + (["seed"] if "seed" in df and "seed" not in by else [])
+    return df.sort_values(order_by, kind="stable").groupby(keys)[y].apply(lambda s: s.tail(last).mean())
+
+
 def final_metric(df, y: str = "accuracy", last: int = 3, by=("method",), order_by: str | None = None):
-    """Mean of the last ``last`` evaluations per group: a less noisy 'final accuracy'.
+    """Mean over seeds of :func:`final_per_seed`: a less noisy 'final accuracy'.
 
     Evaluations are ordered by ``order_by`` (default: ``round`` if present, else ``sim_time``).
     """
     by = list(by)
-    order_by = order_by or ("round" if "round" in df else "sim_time")
-    return (df.sort_values(order_by, kind="stable").groupby(by + (["seed"] if "seed" in df and "seed" not in by else []))[y]
-            .apply(lambda s: s.tail(last).mean()).groupby(level=list(range(len(by)))).mean())
+    return final_per_seed(df, y, last, by, order_by).groupby(level=list(range(len(by)))).mean()
+
+
+def seed_values(series, **where):
+    """The per-seed values of a Series indexed by (..., seed) at the given index levels, ordered by seed.
+
+    ``seed_values(fin, method="fedavg", partition="Dir(0.1)")`` -> numpy array, one entry per seed;
+    two arms picked this way share the seed order, so they can be compared paired.
+    """
+    import numpy as np
+    s = series
+    for level, value in where.items():
+        s = s.xs(value, level=level)
+    if s.index.nlevels != 1 or s.index.name != "seed":
+        raise ValueError(f"selecting {where} leaves index levels {list(s.index.names)}; name every level but 'seed'")
+    return s.sort_index().to_numpy(dtype=float) if len(s) else np.array([])
 
 
 def cached(name: str, key: str, profile: str, fn, enabled: bool = True):

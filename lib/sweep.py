@@ -94,3 +94,14 @@ def tuned(table, y: str = "final_accuracy", by: str = "method"):
                      "worst": float(np.nanmin(vals)) if np.isfinite(vals).any() else math.nan,
                      "grid_size": len(t), "diverged": int(t["diverged"].sum())})
     return pd.DataFrame(rows)
+
+
+def final_per_seed(df, y: str = "accuracy", last: int = 1):
+    """Final ``y`` of every run (mean of its last ``last`` evaluated rounds), indexed by (config, seed).
+
+    Diverged runs are NaN. Two configurations picked from it share the seed order, so they compare paired.
+    """
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}")
+    tail = df.sort_values("round", kind="stable").groupby(["config", "seed"]).tail(last)
+    return tail.groupby(["config", "seed"])[y].mean()

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Execute the notebooks headless with papermill (``make reproduce`` / ``make record``).
 
-reproduce: notebooks/NN_*.ipynb -> runs/<profile>/NN_*.ipynb, figures/ and results/<profile>/,
-           then REPORT.md. A failing notebook does not stop the others; the exit code is
-           non-zero if any failed.
-record:    re-execute notebooks in place at the quick profile and strip papermill's
-           timing metadata, so the committed outputs are the ones nbval compares.
+reproduce: notebooks/NN_*.ipynb -> runs/<profile>/NN_*.ipynb, figures/ and results/<profile>/;
+           each notebook that ran to the end becomes the claims of record (claims/<profile>/),
+           one that failed keeps its earlier rows, marked stale; then REPORT.md. A failing
+           notebook does not stop the others; the exit code is non-zero if any failed.
+record:    re-execute notebooks in place at the quick profile, strip papermill's timing
+           metadata, and store every checked value with its tolerance beside the notebook
+           (notebooks/NN_*.expected.json), which `make test` compares against.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from lib.profiles import resolve_profile  # noqa: E402
+from lib.report import main as report, mark_stale, promote  # noqa: E402
+
+RECORDED_PROFILES = ("quick", "full")   # smoke runs test code paths; their numbers are not claims
 
 
 def notebooks(nb: str | None) -> list[Path]:
@@ -65,6 +70,7 @@ def main() -> int:
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("WORKBOOK_PROGRESS", "0")
+    os.environ["WORKBOOK_CHECKS"] = "record" if args.record else "off"
     # the kernel must draw inline, so that recorded and reproduced notebooks embed their figures
     # (CI exports MPLBACKEND=Agg for pytest; a recording made under it would carry no images)
     os.environ.pop("MPLBACKEND", None)
@@ -81,11 +87,14 @@ def main() -> int:
         ok, secs, err = execute(nb, dst, None if args.record else profile, args.kernel)
         if ok and args.record:
             strip(dst)
+        if profile in RECORDED_PROFILES:
+            if ok:
+                promote(nb.stem, profile)
+            elif mark_stale(nb.stem, profile, err):
+                print(f"   kept the claims of record of {nb.stem} ({profile}), marked stale")
         results.append((nb.name, ok, secs, err))
         print(f"   {'ok    ' if ok else 'FAILED'} {secs:6.1f} s  {err}", flush=True)
-    if not args.record:
-        from lib.report import main as report
-        report([])  # every profile with saved claims: a full run must not drop the quick section
+    report([])  # every profile of record: a full run must not drop the quick section
     print("\nsummary:")
     for name, ok, secs, err in results:
         print(f"  {'passed' if ok else 'FAILED'}  {name:45s} {secs:7.1f} s  {err[:100]}")

@@ -135,3 +135,20 @@ def test_text_model_ignores_padding():
     a = torch.tensor([[5, 6, 0, 0, 0, 0, 0, 0]])
     b = torch.tensor([[5, 6, 0, 0]])  # same tokens, other padding length
     assert torch.equal(m(a), m(b)) and m(a).shape == (1, 4)
+
+
+def test_full_profile_models_build_and_flatten():
+    """Regressions of the full paths: MLP(hidden=None), cnn28 with trackers, ResNet-18's parameter count
+    stays the same after a forward pass (its stem was registered twice)."""
+    import torch
+    from lib import models
+    from lib.params import FlatModel
+    assert models.build_model("mlp", (1, 28, 28), 10, hidden=None)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    cnn = models.build_model("cnn28", (1, 28, 28), 10, norm="track", seed=0)
+    assert len(models.trackers(cnn)) == 2 and cnn(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    net = models.build_model("resnet18", (3, 32, 32), 10, seed=0, width=8)
+    fm = FlatModel(net)
+    p = fm.flat().numel()
+    assert p == sum(q.numel() for q in net.parameters())
+    out = fm(fm.flat(), torch.zeros(2, 3, 32, 32))
+    assert out.shape == (2, 10) and FlatModel(net).flat().numel() == p

@@ -34,6 +34,27 @@ def test_notebook_shape(path):
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in cells), "strip papermill's cell"
     assert sum(bool(c.get("outputs")) for c in cells if c.cell_type == "code") >= 5, "record the outputs"
     assert "image/png" in text, "no figure is embedded: record with the inline backend (not MPLBACKEND=Agg)"
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    assert '"smoke": dict(' in code, "every notebook defines a smoke profile (the full path, tiny)"
+    assert "Unable to parse" not in text
+    md = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    assert "## Exercises" in md, "end with exercises"
+    assert md.count("**What we see") >= 2, "say what was seen after the figures and tables"
+    assert "../shared" not in text, "a user's clone has no ../shared: put what the reader needs in the repo"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_recorded_checks(path):
+    """make record stored the checked values the test compares; every value has a tolerance."""
+    exp = json.loads((path.parent / f"{path.stem}.expected.json").read_text())
+    assert exp["profile"] == "quick" and exp["values"] and exp["verdicts"]
+    assert all(v["tol"] >= 0 and v["n"] >= 1 for v in exp["values"].values())
+    claims = json.loads((ROOT / "claims" / "quick" / f"{path.stem}.json").read_text())
+    assert claims["config"] == exp["config"], "the claims of record and the checked values come from one run"
+    for row in claims["claims"]:
+        ev = row["evidence"]
+        assert row["verdict"] == ev["verdict"], "verdicts come from the evidence"
+        assert ev["verdict"] == "not measurable here" or ev["n"] >= 3, "a verdict needs at least 3 seeds"
 
 
 def test_runner_selects_by_number_and_rejects_unknown():

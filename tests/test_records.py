@@ -17,11 +17,25 @@ def test_final_metric_orders_async_records_by_simulated_time():
     assert math.isclose(final_metric(df, last=1)["a"], 0.9)
 
 
-def test_time_to_target_first_crossing_or_nan():
+def test_time_to_target_interpolates_the_crossing_or_censors():
     df = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "sim_time": [0, 1, 2] * 2,
                        "accuracy": [0.1, 0.8, 0.9, 0.1, 0.2, 0.3]})
     t = time_to_target(df, 0.75, x="sim_time").set_index("method").iloc[:, 0]
-    assert t["a"] == 1.0 and math.isnan(t["b"])
+    # 0.1 -> 0.8 between t = 0 and 1: 0.75 is reached at 0.65 / 0.7 of the way
+    assert math.isclose(t["a"], 0.65 / 0.7) and math.isnan(t["b"])
+    grid = time_to_target(df, 0.75, x="sim_time", interpolate=False).set_index("method").iloc[:, 0]
+    assert grid["a"] == 1.0
+
+
+def test_seed_values_pairs_arms_by_seed():
+    from lib.records import final_per_seed, seed_values
+    df = pd.DataFrame({"method": ["a", "a", "b", "b"], "seed": [1, 0, 0, 1], "round": [1] * 4,
+                       "accuracy": [0.6, 0.5, 0.2, 0.3]})
+    fin = final_per_seed(df, last=1)
+    assert seed_values(fin, method="a").tolist() == [0.5, 0.6] and seed_values(fin, method="b").tolist() == [0.2, 0.3]
+    import pytest
+    with pytest.raises(ValueError, match="index levels"):
+        seed_values(fin)
 
 
 def _square_seeded(i):

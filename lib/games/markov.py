@@ -1,6 +1,6 @@
 """SOMG: KL-regularized two-player zero-sum Markov games (finite horizon, tabular) with bandit feedback.
 
-Our reconstruction of arXiv 2510.13060's Markov-game algorithm (see ../shared/papers/omg.md).
+Our reconstruction of arXiv 2510.13060's Markov-game algorithm (see docs/papers/omg.md).
 Values carry the KL terms of every step:
 
     V_h(s) = mu_h(s)^T Q_h(s) nu_h(s) - beta KL(mu_h(s) || ref) + beta KL(nu_h(s) || ref),

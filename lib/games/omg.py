@@ -1,7 +1,7 @@
 """OMG: optimistic best-response sampling for KL-regularized matrix games with bandit feedback.
 
 Our reconstruction of arXiv 2510.13060's matrix-game algorithm (the paper's pseudo-code was
-not available; see ../shared/papers/omg.md). The payoff is linear, A(i, j) = <phi(i, j), theta*>,
+not available; see docs/papers/omg.md). The payoff is linear, A(i, j) = <phi(i, j), theta*>,
 and each play (i, j) returns A(i, j) + Gaussian noise. Per round t:
 
     1. ridge regression  theta_t = Sigma^-1 sum_s phi_s r_s,   Sigma = lambda I + sum_s phi_s phi_s^T

@@ -1,6 +1,6 @@
 """NS-NAC and BORL-NS-NAC: natural actor-critic with restarts for non-stationary average-reward MDPs.
 
-Our reconstruction of arXiv 2504.16415 (see ../shared/papers/nsnac.md). Tabular softmax policy
+Our reconstruction of arXiv 2504.16415 (see docs/papers/nsnac.md). Tabular softmax policy
 pi(a|s) ∝ exp(theta(s, a)); at every step t, in state s, having taken a and seen r, s', a' ~ pi(s'):
 
     eta      <- eta + beta (r - eta)                                (average-reward estimate)
