@@ -90,10 +90,12 @@ class Claims:
             if not path.exists():
                 raise CheckError(f"{paths.rel(path)} is missing: record the notebook first (make record NB=...)")
             exp = json.loads(path.read_text())
-            if exp.get("config") == self.config:
-                self._expected = exp
-            else:  # another profile or other parameters than the recorded run: nothing to compare with
-                print(f"checks: configuration differs from the recorded run; values are not compared")
+            if exp.get("config") != self.config:
+                changed = sorted(k for k in set(exp.get("config", {})) | set(self.config)
+                                 if exp.get("config", {}).get(k) != self.config.get(k))
+                raise CheckError(f"{notebook}: the configuration differs from the recorded run in {changed}; "
+                                 f"re-record the notebook (make record NB=...) or run it without WORKBOOK_CHECKS=check")
+            self._expected = exp
 
     # ---- checked measurements -------------------------------------------------------------------
     def measure(self, name: str, values, tol: float | None = None, exact: bool = False) -> float:
@@ -111,8 +113,11 @@ class Claims:
             tol = 0.0
         elif tol is None:
             if v.size < 2:
-                raise ValueError(f"measure({name!r}): one value needs an explicit tol (or exact=True)")
-            tol = TOL_SE * sd / math.sqrt(v.size)
+                if self.mode != "off":   # a recorded value needs a tolerance; a one-seed smoke run has none
+                    raise ValueError(f"measure({name!r}): one value needs an explicit tol (or exact=True)")
+                tol = math.inf
+            else:
+                tol = TOL_SE * sd / math.sqrt(v.size)
         tol = 0.0 if exact else max(float(tol), TOL_FLOOR * abs(mean))
         self._values[name] = {"value": mean, "tol": tol, "n": int(v.size), "sd": sd}
         if self._expected is not None:
@@ -153,9 +158,9 @@ class Claims:
             raise ValueError(f"claim {claim!r} is already in the table")
         key = f"claim {len(self.rows) + 1}"
         if evidence.ours:
-            self.measure(f"{key}: ours", evidence.ours, tol=None if len(evidence.ours) > 1 else 0.0)
+            self.measure(f"{key}: ours", evidence.ours)
         if evidence.base:
-            self.measure(f"{key}: comparison", evidence.base, tol=None if len(evidence.base) > 1 else 0.0)
+            self.measure(f"{key}: comparison", evidence.base)
         if evidence.kind == "rate" and math.isfinite(evidence.estimate):
             half = max(evidence.high - evidence.estimate, evidence.estimate - evidence.low)
             self.measure(f"{key}: exponent", [evidence.estimate], tol=half / 2)

@@ -56,7 +56,8 @@ def test_record_then_check_passes_within_tolerance_and_fails_outside(dirs, monke
     demo(cfg, shift=0.0001)                 # another processor: last digits move
     with pytest.raises(CheckError, match="final accuracy/fedavg"):
         demo(cfg, shift=0.05)               # a regression: the mean moves by 4 standard errors
-    demo({"rounds": 99}, shift=0.5)         # other parameters: nothing to compare with, no failure
+    with pytest.raises(CheckError, match="differs from the recorded run in \\['rounds'\\]"):
+        demo({"rounds": 99})                # other parameters than the recording: re-record, never skip
 
 
 def test_a_robust_verdict_that_flips_fails_the_check(dirs, monkeypatch):
