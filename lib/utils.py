@@ -47,7 +47,7 @@ def parallel_map(fn, jobs, workers: int | None = None, desc: str | None = None) 
 
     Every run in the workbook takes its own explicit seed, so the results are identical whatever
     the number of workers. ``workers`` defaults to ``WORKBOOK_WORKERS`` or the CPU count, and to 1
-    (in-process) when CUDA is in use or there is a single job. Workers are forked, so ``fn`` may
+    (in-process) when a CUDA GPU is present or there is a single job. Workers are forked, so ``fn`` may
     be a function defined in a notebook; results travel back pickled (return frames and numbers,
     not models with open generators).
     """
@@ -61,7 +61,8 @@ def parallel_map(fn, jobs, workers: int | None = None, desc: str | None = None) 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     workers = min(workers, len(jobs))
-    if workers <= 1 or torch.cuda.is_initialized() or "fork" not in mp.get_all_start_methods():
+    # never fork once a GPU is in play (a forked child must not touch CUDA); runs on a GPU go in-process
+    if workers <= 1 or torch.cuda.is_available() or torch.cuda.is_initialized() or "fork" not in mp.get_all_start_methods():
         return [fn(j) for j in progress(jobs, desc=desc)]
     out = [None] * len(jobs)
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init) as ex:

@@ -78,3 +78,13 @@ def test_strip_removes_papermill_metadata(tmp_path):
     reproduce.strip(p)
     out = nbformat.read(p, as_version=4)
     assert "papermill" not in out.metadata and not out.cells[0].metadata and len(out.cells) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_parses_cleanly(path, caplog):
+    """papermill reads every parameter (a trailing comment after `x = None` made it warn 'Unable to parse')."""
+    papermill = pytest.importorskip("papermill")
+    with caplog.at_level("WARNING"):
+        params = papermill.inspect_notebook(str(path))
+    assert "profile" in params and "seed" in params
+    assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()]
