@@ -71,7 +71,6 @@ class Evidence:
     theory: float | None = None
     magnitude: float | None = None
     reason: str = ""
-    margin: float = math.inf      # distance of the nearest decision-relevant statistic to a threshold, in SEs
 
     def asdict(self) -> dict:
         d = asdict(self)
@@ -135,13 +134,11 @@ def compare(ours, base, *, higher_is_better: bool = True, paired: bool = True, m
         half, how = _t_quantile(max(1, int(dof))) * se, "Welch t"
     low, high = est - half, est + half
     verdict = _comparison_verdict(est, low, high, magnitude)
-    thresholds = [0.0] + ([FRACTION * magnitude] if magnitude is not None else [])
-    margin = min(abs(v - t) for v in (est, low) for t in thresholds) / se if se > 0 else math.inf
     u = f" {unit}" if unit else ""
     text = (f"{est:{fmt}}{u} [{low:{fmt}}, {high:{fmt}}] ({how}, n={n}); "
             f"ours {a.mean():.3f} vs {b.mean():.3f}")
     return Evidence("difference", verdict, est, low, high, n, how, text, a.tolist(), b.tolist(),
-                    magnitude=magnitude, margin=margin)
+                    magnitude=magnitude)
 
 
 def compare_times(ours, base, horizon: float, *, paired: bool = True, magnitude: float | None = None,
@@ -208,16 +205,12 @@ def rate(x, Y, theory: float, *, bound: bool, of: str = "exponent", seed: int = 
     boot = np.array([fit_exponent(x, Y[rng.integers(0, n, n)].mean(0)) for _ in range(BOOTSTRAP)])
     boot = boot[np.isfinite(boot)]
     low, high = (float(q) for q in np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
-    se = float(boot.std()) if boot.size > 1 else 0.0
     contains = low - 1e-9 <= theory <= high + 1e-9
     if bound:
         verdict = "reproduced" if high <= theory + 1e-9 else ("partly" if contains else "not reproduced")
-        margin = min(abs(high - theory), abs(low - theory))
     else:
         narrow = max(high - est, est - low) <= EXPONENT_RESOLUTION
         verdict = ("reproduced" if narrow else "partly") if contains else "not reproduced"
-        margin = min(abs(high - theory), abs(low - theory), abs(max(high - est, est - low) - EXPONENT_RESOLUTION))
     text = (f"{of} {est:.2f} [{low:.2f}, {high:.2f}] vs theory {theory:.3g} "
             f"({'bound' if bound else 'growth'}; bootstrap over {n} instances)")
-    return Evidence("rate", verdict, est, low, high, n, "bootstrap over instances", text,
-                    theory=theory, margin=margin / se if se > 0 else math.inf)
+    return Evidence("rate", verdict, est, low, high, n, "bootstrap over instances", text, theory=theory)

@@ -195,3 +195,32 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
         out["borl_choices"] = np.array(choices)
         out["borl_grid"] = borl.grid
     return out
+
+
+def final_regret(kind: str, T: int, knob: float, S: int, A: int, games: int, seed: int = 0):
+    """Dynamic regret at T of every arm on one batch of environments, as a tidy frame.
+
+    ``kind="piecewise"``: ``knob`` switches over the horizon, arms NS-NAC, NAC, oracle restarts, BORL;
+    ``kind="drift"``: ``knob`` drift cycles, arms NS-NAC, NAC, BORL (no change points for an oracle).
+    Both add BORL with blocks of T^(3/4) ("borl_long"). Columns: arm, game, t, regret, kind, T, knob,
+    delta_T (each environment's own variation budget).
+    """
+    import pandas as pd
+
+    from .. import regret
+    from . import mdp
+    if kind == "drift":
+        e = mdp.drifting_mdp(S, A, T=T, cycles=knob, games=games, seed=seed + 100 + int(10 * knob))
+        arm_list = ["nsnac", "nac", "borl"]
+    elif kind == "piecewise":
+        e = mdp.piecewise_mdp(S, A, T=T, switches=int(knob), games=games, seed=seed + 100 + int(knob))
+        arm_list = list(ARMS)
+    else:
+        raise ValueError(f"kind must be 'piecewise' or 'drift', got {kind!r}")
+    o = run_arms(e, make_arms(e, arm_list), seed=seed + 7, desc=f"09 {kind} T={T} k={knob}")
+    o2 = run_arms(e, make_arms(e, ["borl"], block_exponent=0.75), seed=seed + 7)
+    df = pd.concat([regret.to_frame(o["t"], o["regret"], {}, ("arm", "game"), {"arm": o["arms"]}),
+                    regret.to_frame(o2["t"], o2["regret"], {}, ("arm", "game"), {"arm": ["borl_long"]})])
+    final = df[df.t == T].assign(kind=kind, T=T, knob=knob)
+    final["delta_T"] = final.game.map(dict(enumerate(e.variation())))
+    return final
