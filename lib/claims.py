@@ -141,9 +141,11 @@ class Claims:
 
     # ---- rows -----------------------------------------------------------------------------------
     def add(self, paper: str, claim: str, paper_value, evidence: Evidence, note: str = "",
-            source: str = "paper", what: str = "") -> Claim:
+            source: str = "paper", what: str = "", checked: bool = True) -> Claim:
         """One claims row; the verdict is the evidence's. ``what`` prefixes the measured text
-        (e.g. "accuracy gained vs FedAvg:"); ``source="ours"`` marks our own control experiment."""
+        (e.g. "accuracy gained vs FedAvg:"); ``source="ours"`` marks our own control experiment.
+        ``checked=False`` for a row measured in wall time: it depends on the machine and its load,
+        so its values are reported but never compared under test."""
         if not isinstance(evidence, Evidence):
             raise TypeError("a claims row needs an Evidence from lib.evidence (no verdicts by hand)")
         if source not in ("paper", "ours"):
@@ -153,11 +155,11 @@ class Claims:
         if any(r.claim == claim for r in self.rows):
             raise ValueError(f"claim {claim!r} is already in the table")
         key = f"claim {len(self.rows) + 1}"
-        if evidence.ours:
+        if checked and evidence.ours:
             self.measure(f"{key}: ours", evidence.ours)
-        if evidence.base:
+        if checked and evidence.base:
             self.measure(f"{key}: comparison", evidence.base)
-        if evidence.kind == "rate" and math.isfinite(evidence.estimate):
+        if checked and evidence.kind == "rate" and math.isfinite(evidence.estimate):
             half = max(evidence.high - evidence.estimate, evidence.estimate - evidence.low)
             self.measure(f"{key}: exponent", [evidence.estimate], tol=half / 2)
         self._record_verdict(claim, evidence)

@@ -12,7 +12,7 @@ tensors. Every loader follows the same three steps:
 3. otherwise raise :class:`DataError` naming every file expected and where.
 
 ``scripts/seed_data.py`` fills the data directory offline from Debian's
-``dataset-fashion-mnist`` and ``../shared/datasets``.
+``dataset-fashion-mnist`` and from a local folder of dataset files (``WORKBOOK_SHARED``).
 """
 from __future__ import annotations
 

@@ -113,3 +113,23 @@ def cached(name: str, key: str, profile: str, fn, enabled: bool = True):
 
 def cache_exists(name: str, key: str, profile: str) -> bool:
     return (paths.results_dir(profile) / "cache" / name / f"{key}.pkl").exists()
+
+
+def outcomes(df, target: float, x: str = "sim_time", last: int = 3, by=("method",)):
+    """Per group and seed: time to ``target`` (interpolated; NaN = never reached, a censored run) and
+    final accuracy (mean of the last ``last`` evaluations). Index: ``by`` + seed."""
+    import pandas as pd
+    keys = list(by) + ["seed"]
+    t = time_to_target(df, target, x=x, by=keys).set_index(keys).iloc[:, 0].rename("time_to_target")
+    f = final_per_seed(df, last=last, by=by).rename("final_accuracy")
+    return pd.concat([t, f], axis=1)
+
+
+def outcome_summary(per_seed, horizon: float, by=("method",)):
+    """Means over seeds of :func:`outcomes`: time to target with censored runs counted at ``horizon``
+    (and how many were censored), final accuracy and its standard deviation over seeds."""
+    import pandas as pd
+    g = per_seed.groupby(level=list(by))
+    return pd.DataFrame({"time_to_target": g.time_to_target.apply(lambda s: s.fillna(horizon).mean()),
+                         "censored": g.time_to_target.apply(lambda s: int(s.isna().sum())),
+                         "final_accuracy": g.final_accuracy.mean(), "final_sd": g.final_accuracy.std()})

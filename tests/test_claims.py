@@ -70,6 +70,17 @@ def test_verdicts_are_recorded_but_only_their_numbers_are_compared(dirs, monkeyp
         demo({}, verdict_shift=-0.1)        # the arm behind the verdict moved: caught through its values
 
 
+def test_wall_time_rows_are_reported_but_never_compared(dirs, monkeypatch):
+    def nb(seconds):
+        c = Claims("95_timing", "quick")
+        c.add("P", "lightweight", "-", ev.compare(seconds, [0.5, 0.5, 0.5], higher_is_better=False), checked=False)
+        return c
+    monkeypatch.setenv("WORKBOOK_CHECKS", "record")
+    nb([0.1, 0.11, 0.12]).save()
+    monkeypatch.setenv("WORKBOOK_CHECKS", "check")
+    assert nb([0.3, 0.31, 0.32]).rows[0].verdict == "reproduced"     # a slower machine: no failure
+
+
 def test_check_mode_without_a_recording_says_what_to_do(dirs, monkeypatch):
     monkeypatch.setenv("WORKBOOK_CHECKS", "check")
     with pytest.raises(CheckError, match="make record"):

@@ -64,3 +64,14 @@ def test_cached_runs_once_and_reuses_the_stored_result(tmp_path, monkeypatch):
     assert records.cached("nb", "run-a", "quick", fn) == {"acc": 0.5} and len(calls) == 1
     records.cached("nb", "run-a", "quick", fn, enabled=False)
     assert len(calls) == 2
+
+
+def test_outcomes_and_their_summary_censor_at_the_horizon():
+    from lib.records import outcome_summary, outcomes
+    df = pd.DataFrame({"method": ["a"] * 6, "seed": [0, 0, 0, 1, 1, 1], "sim_time": [0, 1, 2] * 2,
+                       "accuracy": [0.1, 0.5, 0.9, 0.1, 0.2, 0.3]})
+    o = outcomes(df, 0.7, last=1)
+    assert math.isclose(o.loc[("a", 0), "time_to_target"], 1.5) and math.isnan(o.loc[("a", 1), "time_to_target"])
+    s = outcome_summary(o, horizon=10).loc["a"]
+    assert math.isclose(s.time_to_target, (1.5 + 10) / 2) and s.censored == 1
+    assert math.isclose(s.final_accuracy, 0.6) and math.isclose(s.final_sd, pd.Series([0.9, 0.3]).std())
