@@ -38,8 +38,8 @@ seeds, otherwise Welch's t interval.
 - **not reproduced**: the estimate is zero or on the other side.
 
 *Rates* (a fitted exponent; interval by bootstrap over the independent instances: games, MDPs or
-seeds, {BOOTSTRAP} resamples). A growth law `log T` is tested as exponent 0 of the regret's increments
-per log-spaced step, so a `T^0.2` law does not pass for `log T`.
+seeds, {BOOTSTRAP} resamples). A growth law `log T` is tested as exponent 0 of the regret's slope
+`dR/d log T` against T (constant for `log T`, `∝ T^a` for `T^a`), so a `T^0.2` law does not pass.
 - an upper bound `O(x^a)`: **reproduced** if the interval lies at or below `a`, **partly** if it
   contains `a`, **not reproduced** if it lies above `a`;
 - a stated growth `Θ(x^a)`: **reproduced** if the interval contains `a` and is at most
