@@ -133,3 +133,36 @@ def outcome_summary(per_seed, horizon: float, by=("method",)):
     return pd.DataFrame({"time_to_target": g.time_to_target.apply(lambda s: s.fillna(horizon).mean()),
                          "censored": g.time_to_target.apply(lambda s: int(s.isna().sum())),
                          "final_accuracy": g.final_accuracy.mean(), "final_sd": g.final_accuracy.std()})
+
+
+def config_key(*parts) -> str:
+    """A short hash of everything that changes a run (configuration, hyperparameters, seed): a cache key
+    that never lets a run with other sizes reuse a stored result."""
+    import hashlib
+
+    def canon(x):
+        if isinstance(x, dict):
+            return tuple(sorted((str(k), canon(v)) for k, v in x.items()))
+        if isinstance(x, (list, tuple)):
+            return tuple(canon(v) for v in x)
+        return repr(x)
+    return hashlib.sha256(repr(canon(parts)).encode()).hexdigest()[:12]
+
+
+def _cached_call(args):
+    name, key, profile, fn, job, enabled = args
+    return cached(name, key, profile, lambda: fn(job), enabled=enabled)
+
+
+def cached_map(fn, jobs, name: str, profile: str, keys, enabled: bool = True, desc: str | None = None) -> dict:
+    """``{key: fn(job)}`` over CPU processes, each result stored under results/<profile>/cache/<name>/ when
+    ``enabled``: an interrupted run re-executed recomputes only the jobs whose results are missing.
+    ``fn`` must be picklable by reference (a module-level function, or one defined in the notebook)."""
+    from .utils import parallel_map
+    jobs, keys = list(jobs), list(keys)
+    if len(jobs) != len(keys) or len(set(keys)) != len(keys):
+        raise ValueError("cached_map needs one distinct key per job")
+    if enabled:
+        print(f"{len(jobs)} runs, {sum(cache_exists(name, k, profile) for k in keys)} from the cache")
+    out = parallel_map(_cached_call, [(name, k, profile, fn, j, enabled) for k, j in zip(keys, jobs)], desc=desc)
+    return dict(zip(keys, out))

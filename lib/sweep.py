@@ -105,3 +105,32 @@ def final_per_seed(df, y: str = "accuracy", last: int = 1):
         raise ValueError(f"last must be >= 1, got {last}")
     tail = df.sort_values("round", kind="stable").groupby(["config", "seed"]).tail(last)
     return tail.groupby(["config", "seed"])[y].mean()
+
+
+def run_fl_config(config: dict, seed: int, setting: dict, model: str, rounds: int, clients_per_round: int,
+                  batch_size: int, device: str = "cpu", model_kwargs: dict | None = None) -> list[dict]:
+    """One sweep configuration as one synchronous run, its records with the strategy's adapted quantities.
+
+    ``config``: ``method`` (a strategy name), ``arm`` (its label), ``lr`` (client learning rate), optional
+    ``dataset`` (ignored here) and the strategy's hyperparameters (None/NaN entries are dropped: a tidy
+    sweep table fills keys other configs use). ``setting``: ``clients``, ``test``, ``steps`` (local steps
+    per client) and ``train`` (for the input shape). Each client takes exactly its number of steps.
+    Records gain ``adapt_<k>`` columns from ``state["history"]`` (what adaptive methods adapted per round).
+    """
+    from . import fl, models
+    from .client import LocalConfig
+    config = dict(config)
+    config.pop("dataset", None)
+    config.pop("method_family", None)
+    arm, lr = config.pop("arm"), config.pop("lr")
+    kw = {k: v for k, v in config.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    name = kw.pop("method")
+    net = models.build_model(model, setting["train"].input_shape, setting["train"].num_classes, seed=seed,
+                             **(model_kwargs or {})).to(device)
+    r = fl.run_federated(net, name, setting["clients"], setting["test"], rounds=rounds,
+                         clients_per_round=clients_per_round, local=LocalConfig(lr=lr, batch_size=batch_size, steps=1),
+                         steps_per_client=setting["steps"], seed=seed, label=arm, strategy_kwargs=kw,
+                         eval_every=1 if rounds <= 50 else 5)
+    hist = r.state.get("history", [])
+    return [{**rec, **{f"adapt_{k}": v for k, v in (hist[rec["round"] - 1].items() if 0 < rec["round"] <= len(hist) else [])}}
+            for rec in r.records]

@@ -75,3 +75,32 @@ def test_outcomes_and_their_summary_censor_at_the_horizon():
     s = outcome_summary(o, horizon=10).loc["a"]
     assert math.isclose(s.time_to_target, (1.5 + 10) / 2) and s.censored == 1
     assert math.isclose(s.final_accuracy, 0.6) and math.isclose(s.final_sd, pd.Series([0.9, 0.3]).std())
+
+
+def _double_and_mark(job):
+    import os
+    open(os.path.join(os.environ["MARK_DIR"], f"ran-{job}"), "w").close()
+    return job * 2
+
+
+def test_cached_map_resumes_only_missing_runs_and_keys_on_the_whole_configuration(tmp_path, monkeypatch):
+    from lib import records
+    monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path / "results"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("MARK_DIR", str(marks))
+    cfg = {"clients": 10, "rounds": 5}
+    keys = [records.config_key(cfg, j) for j in [1, 2, 3]]
+    full = records.cached_map(_double_and_mark, [1, 2, 3], "nb", "full", keys)
+    assert list(full.values()) == [2, 4, 6] and len(list(marks.iterdir())) == 3
+    # an interrupted run: one stored result is missing; re-executing computes only that one, same results
+    (tmp_path / "results" / "full" / "cache" / "nb" / f"{keys[1]}.pkl").unlink()
+    for m in marks.iterdir():
+        m.unlink()
+    assert records.cached_map(_double_and_mark, [1, 2, 3], "nb", "full", keys) == full
+    assert [m.name for m in marks.iterdir()] == ["ran-2"]
+    # one size changed: every key changes, nothing is reused
+    assert not set(records.config_key(dict(cfg, clients=11), j) for j in [1, 2, 3]) & set(keys)
+    import pytest
+    with pytest.raises(ValueError, match="distinct key"):
+        records.cached_map(_double_and_mark, [1, 2], "nb", "full", ["a", "a"])

@@ -1,0 +1,38 @@
+"""One run of notebook 03's comparison: a method on the asynchronous engine under FedRevive's delays.
+
+Kept here so the notebook narrates and plots; the run cache is :func:`lib.records.cached_map`.
+"""
+from __future__ import annotations
+
+
+def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, num_clients: int, concurrency: int,
+            local, local_steps: int, max_time: float, setting: str = "vision", device: str = "cpu") -> dict:
+    """Run ``method`` (an asynchronous strategy name, ``kw`` its hyperparameters) from ``model`` (a built,
+    seeded module) on Dirichlet(0.5) mixtures of ``train`` over ``num_clients`` clients, ``concurrency``
+    training at once, for ``max_time`` simulated time units; evaluate on ``test`` 32 times.
+
+    Returns picklable frames: the accuracy curve, the applied updates, wall-time split, and for FedRevive
+    its DFKD time per update, KD and synthesis logs, and the newest pseudo-samples of the pool.
+    """
+    import pandas as pd
+
+    from .. import fl, partition
+    from ..asyncfl import DelayModel, get_async_strategy, run_async
+    net = model.to(device)
+    kw = dict(kw, model=net, seed=seed) if method == "fedrevive" else kw
+    part = partition.dirichlet_mixture(train.y.numpy(), num_clients, alpha=0.5, seed=seed)
+    clients = [c.to(device) for c in fl.client_datasets(train, part)]
+    r = run_async(net, get_async_strategy(method, **kw), clients, test.to(device),
+                  DelayModel("fedrevive", num_clients, seed=seed, ref_steps=local_steps), concurrency,
+                  local=local, seed=seed, max_time=max_time, eval_every_time=max_time / 32, label=label)
+    out = {"curve": r.frame().assign(setting=setting), "updates": r.update_frame().assign(setting=setting),
+           "timing": {"setting": setting, "method": label, "seed": seed, **r.timing}}
+    if method == "fedrevive":
+        st = r.state
+        out["dfkd_s"] = pd.DataFrame({"setting": setting, "method": label, "seed": seed, "dfkd_s": st["dfkd_s"]})
+        out["kd_log"] = pd.DataFrame(st["kd_log"]).assign(setting=setting, method=label, seed=seed)
+        out["synth_log"] = pd.DataFrame(st["synth_log"]).assign(setting=setting, method=label, seed=seed)
+        pool = st["synth"].pool
+        if len(pool) and setting == "vision":
+            out["samples"] = (pool.xs[0][-64:].cpu(), pool.y[-64:].cpu())
+    return out
