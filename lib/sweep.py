@@ -101,10 +101,10 @@ def final_per_seed(df, y: str = "accuracy", last: int = 1):
 
     Diverged runs are NaN. Two configurations picked from it share the seed order, so they compare paired.
     """
+    from .records import final_per_seed as per_seed
     if last < 1:
         raise ValueError(f"last must be >= 1, got {last}")
-    tail = df.sort_values("round", kind="stable").groupby(["config", "seed"]).tail(last)
-    return tail.groupby(["config", "seed"])[y].mean()
+    return per_seed(df, y=y, last=last, by=("config",), order_by="round")
 
 
 def run_fl_config(config: dict, seed: int, setting: dict, model: str, rounds: int, clients_per_round: int,
