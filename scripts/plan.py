@@ -22,9 +22,18 @@ NOTEBOOKS = ["00_workbook_tour", "01_initialization_matters", "02_async_fl_stale
              "04_adaptive_federated_dynamics"]
 
 
-def plan_one(nb: str, profile: str, kernel: str, out: Path) -> dict:
+def plan_one(nb: str, profile: str, kernel: str, out: Path, headless: bool = False) -> dict:
+    try:
+        import nbformat
+        import papermill
+    except ImportError:                          # no Jupyter here (a rented GPU machine): run the cells as a script
+        headless = True
+    if headless:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import headless
+        headless.run(ROOT / "notebooks" / f"{nb}.ipynb", {"profile": profile}, until="budget.plan(")
+        return json.loads((out / "results" / profile / "plans" / f"{nb}.json").read_text())
     import nbformat
-    import papermill
     book = nbformat.read(ROOT / "notebooks" / f"{nb}.ipynb", as_version=4)
     last = next(i for i, c in enumerate(book.cells) if c.cell_type == "code" and "budget.plan(" in c.source)
     book.cells = book.cells[: last + 1]
@@ -35,14 +44,18 @@ def plan_one(nb: str, profile: str, kernel: str, out: Path) -> dict:
     return json.loads((out / "results" / profile / "plans" / f"{nb}.json").read_text())
 
 
+def _h(hours: float) -> str:
+    return f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+
+
 def table(plans: list[dict]) -> str:
-    rows = ["| notebook | work counted | step here | time here (CPU) | one H100 (assumed rates) | host memory | GPU memory |",
+    rows = ["| notebook | work counted | step here | time here | one H100 (assumed rates) | host memory | GPU memory |",
             "|---|---|---|---|---|---|---|"]
     for p in plans:
         w = p["work"]
         rows.append(f"| {p['notebook']} | {w['runs']} runs, {w['steps'] + w['extra_steps']:,} steps of {p['model']} "
                     f"({p['params'] / 1e6:.2f}M), {w['eval_examples'] / 1e6:,.1f}M examples evaluated | "
-                    f"{p['step_s'] * 1e3:.0f} ms | {p['hours']:,.0f} h | {p['gpu_hours_assumed']:.1f} h | "
+                    f"{p['step_s'] * 1e3:.1f} ms ({p['device']}) | {_h(p['hours'])} | {p['gpu_hours_assumed']:.1f} h | "
                     f"{p['host_bytes'] / 1e9:.1f} GB | {p['device_bytes'] / 1e9:.1f} GB |")
     return "\n".join(rows)
 
@@ -52,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="full")
     ap.add_argument("--kernel", default="python3")
     ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--headless", action="store_true", help="run the cells as a script (scripts/headless.py), no Jupyter")
     args = ap.parse_args(argv)
     plans = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +74,7 @@ def main(argv=None) -> int:
                           WORKBOOK_PROGRESS="0")
         for nb in NOTEBOOKS:
             print(f"planning {nb} ({args.profile})", file=sys.stderr, flush=True)
-            plans.append(plan_one(nb, args.profile, args.kernel, out))
+            plans.append(plan_one(nb, args.profile, args.kernel, out, args.headless))
     text = table(plans)
     print(text)
     if args.readme:
