@@ -7,6 +7,9 @@ mlp        2 hidden layers (200, 200), ReLU; norm="track"       MNIST-like, quic
            puts a statistics tracker after each hidden Linear
 cnn28      McMahan et al.'s CNN: 2 x (conv5x5, maxpool), FC 512 28x28 grey images
 cnn32      same shape for 32x32 RGB (conv 64, FC 384-192)       CIFAR with a small network
+convnet28  FedRevive's FEMNIST ConvNet: 3 x conv3x3 (width 64),  FedRevive on 28x28 grey
+           FC 200-100; norm="track" puts a tracker after each   images
+           conv
 resnet18   CIFAR ResNet-18 (3x3 stem, no max-pool); norm=       CIFAR at the papers' scale
            "batch", "group" (GroupNorm, 2 groups) or "track"
 text       token embeddings -> mean pool -> MLP; takes token   AG News
@@ -26,16 +29,20 @@ import torch.nn.functional as F
 class StatTracker(nn.Module):
     """A normalization layer that records batch statistics and does not normalize (identity).
 
-    In training mode it accumulates the running mean and variance of its input per feature
-    (channel dimension 1), averaged over the batches it has seen since the model was reset, so a
-    client's uploaded buffers describe its own data. With ``capture = True`` it also keeps the
+    In training mode it tracks the running mean and variance of its input per feature (channel
+    dimension 1) from reset buffers (mean 0, variance 1), so a client's uploaded buffers describe its
+    own data. ``momentum=0.1`` (the default, as BatchNorm and FedRevive's authors' trackers) is an
+    exponential moving average, ``r <- (1 - m) r + m * batch``; ``momentum=None`` the plain average
+    of the batches seen (BatchNorm's ``momentum=None``). With ``capture = True`` it also keeps the
     current batch's (differentiable) mean and variance in ``batch_stats``: FedRevive's generator
     matches them to a teacher's tracked statistics.
     """
 
-    def __init__(self, num_features: int):
+    def __init__(self, num_features: int, momentum: float | None = 0.1):
         super().__init__()
-        self.num_features = num_features
+        if momentum is not None and not 0 < momentum <= 1:
+            raise ValueError(f"momentum must be in (0, 1] or None (plain average), got {momentum}")
+        self.num_features, self.momentum = num_features, momentum
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.zeros(()))
@@ -49,8 +56,9 @@ class StatTracker(nn.Module):
         if self.training and not self.capture:
             with torch.no_grad():
                 n = self.num_batches_tracked
-                self.running_mean.mul_(n / (n + 1)).add_(x.mean(dims) / (n + 1))
-                self.running_var.mul_(n / (n + 1)).add_(x.var(dims, unbiased=False) / (n + 1))
+                m = 1 / (n + 1) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - m).add_(x.mean(dims) * m)
+                self.running_var.mul_(1 - m).add_(x.var(dims, unbiased=False) * m)
                 self.num_batches_tracked.add_(1)
         return x
 
@@ -98,6 +106,28 @@ class CNN(nn.Module):
             layers += [nn.Linear(prev, f), nn.ReLU()]
             prev = f
         self.head = nn.Sequential(*layers, nn.Linear(prev, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class ConvNet(nn.Module):
+    """FedRevive's FEMNIST ConvNet (after FedDyn): 3 x conv3x3 (no padding) of ``width`` channels, each
+    followed by a normalization slot (a statistics tracker with ``norm="track"``) and ReLU, max-pool after
+    the 2nd and 3rd, then FC 200-100-classes. For 28x28 inputs: 26 -> 24 -> 12 -> 10 -> 5."""
+
+    def __init__(self, input_shape, num_classes: int, width: int = 64, norm: str | None = None):
+        super().__init__()
+        c_in, h, w = input_shape
+        if (h, w) != (28, 28):
+            raise ValueError(f"convnet28 expects 28x28 inputs, got {tuple(input_shape)}")
+        n = (lambda c: [_norm(norm, c)]) if norm else (lambda c: [])  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(c_in, width, 3), *n(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3), *n(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3), *n(width), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(width * 25, 200), nn.ReLU(), nn.Linear(200, 100), nn.ReLU(),
+                                  nn.Linear(100, num_classes))
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -182,7 +212,8 @@ def _cnn32(input_shape, num_classes, **kw):
     return CNN(input_shape, num_classes, channels=kw.pop("channels", (64, 64)), fc=kw.pop("fc", (384, 192)), **kw)
 
 
-MODELS = {"mlp": MLP, "cnn28": CNN, "cnn32": _cnn32, "resnet18": ResNet18, "text": TextClassifier}
+MODELS = {"mlp": MLP, "cnn28": CNN, "cnn32": _cnn32, "convnet28": ConvNet, "resnet18": ResNet18,
+          "text": TextClassifier}
 
 
 def build_model(name: str, input_shape, num_classes: int, seed: int | None = None, **kwargs) -> nn.Module:

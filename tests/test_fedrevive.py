@@ -1,6 +1,7 @@
 """FedRevive: beta schedule, hybrid aggregation, generator, synthesis losses, KD, privacy of the API."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,13 +87,30 @@ def test_hybrid_update_matches_hand_computation(monkeypatch, images):
                                                                    "zeroed": []})
     state["synth"].pool.add(torch.zeros(1, *SHAPE), torch.zeros(1, dtype=torch.long))
     bufs = {k: v.clone() for k, v in FlatModel(net()).buffers.items()}
-    u = [Update(0, torch.ones(P), x, 0, 0, 1, 1, 0.1, 0.0, 0.0, 1.0, 1.0, bufs),     # fresh: beta 0
-         Update(1, torch.full((P,), 4.0), x, 0, 2, 1, 1, 0.1, 0.0, 0.0, 1.0, 1.0, bufs),  # tau = s_max: 1/2
-         Update(2, torch.full((P,), 8.0), x, 0, 9, 1, 1, 0.1, 0.0, 0.0, 1.0, 1.0, bufs)]  # tau >= 2 s_max: 1
+    hist = np.array([2, 1, 1])
+    u = [Update(0, torch.ones(P), x, 0, 0, 1, 1, 0.1, 0.0, 0.0, 1.0, 1.0, bufs, hist),     # fresh: beta 0
+         Update(1, torch.full((P,), 4.0), x, 0, 2, 1, 1, 0.1, 0.0, 0.0, 1.0, 1.0, bufs, hist),  # tau = s_max: 1/2
+         Update(2, torch.full((P,), 8.0), x, 0, 9, 1, 1, 0.1, 0.0, 0.0, 1.0, 1.0, bufs, hist)]  # tau >= 2 s_max: 1
     new, state = s.aggregate(x, state, u)
     # ((1) + (0.5*4 + 0.5*2) + (2)) / 3 = 2.0; times eta 0.5 = 1.0
     assert torch.allclose(new, torch.full((P,), 1.0))
     assert state["kd_log"][0]["beta"] == pytest.approx(0.5)
+    assert torch.allclose(state["teachers"][0].q, torch.tensor([0.5, 0.25, 0.25]))   # true q: the histogram
+
+
+def test_before_the_warmup_updates_pass_unweighted_as_in_the_authors_code(monkeypatch):
+    """The authors' server applies neither beta nor DFKD before `freeze_rounds` (our warmup)."""
+    s = revive(net(), warmup=3, kd_start=3, s_max=2.0, server_lr=1.0)
+    P = FlatModel(net()).flat().numel()
+    x = torch.zeros(P)
+    state = s.init(x, 4)
+    bufs = {k: v.clone() for k, v in FlatModel(net()).buffers.items()}
+    stale = Update(1, torch.full((P,), 4.0), x, 0, 9, 1, 1, 0.1, 0.0, 0.0, 1.0, 1.0, bufs, np.array([1, 1, 1]))
+    new, state = s.aggregate(x, state, [stale])          # version 0 < warmup: beta(9) = 1 is not applied
+    assert torch.equal(new, stale.delta) and not state["synth_log"]
+    afl = get_async_strategy("afl_dw", server_lr=1.0, s_max=2.0)
+    new_afl, _ = afl.aggregate(x, afl.init(x, 4), [stale])
+    assert torch.equal(new_afl, torch.zeros(P))           # AFL-DW weights it from the start: (1 - 1) D
 
 
 def test_without_dfkd_fedrevive_is_afl_dw(images):
@@ -107,7 +125,7 @@ def test_with_beta_zero_fedrevive_is_plain_async_even_with_dfkd_on(images):
     a = run(net(), revive(net(), schedule="stepwise", s_max=1e9), images)
     b = run(net(), AsyncStrategy(buffer_size=1, server_lr=0.5), images)     # no staleness weighting at all
     assert torch.equal(a.x, b.x)
-    assert a.state["synth_log"] and not a.state["kd_log"]        # synthesis ran; KD was never needed
+    assert not a.state["synth_log"] and not a.state["kd_log"]    # no stale weight, so no DFKD work at all
 
 
 def test_dfkd_changes_the_trajectory_and_is_deterministic(images):
@@ -140,7 +158,8 @@ def test_server_receives_models_and_metadata_only(images):
     assert {f.name for f in dataclasses.fields(Update)} == allowed
     for u in seen:
         assert u.delta.shape == (P,) and u.x_sent.shape == (P,)
-        assert u.label_counts is None                     # estimated q: no label histograms leave clients
+        # metadata only: the client's label histogram (true q), never examples
+        assert u.label_counts.shape == (3,) and u.label_counts.sum() == u.num_samples
         assert set(u.buffers) <= {n + s for n, _ in trackers(net()) for s in
                                   (".running_mean", ".running_var", ".num_batches_tracked")}
         for v in u.buffers.values():                      # per-feature statistics, not examples
@@ -199,6 +218,8 @@ def test_bn_term_is_zero_when_the_batch_matches_the_tracked_statistics(images):
     # statistics of x itself at every tracker, recorded by a forward pass in training mode
     m = FlatModel(net())
     bufs = {k: v.clone() for k, v in m.buffers.items()}
+    for _, t in trackers(m.module):
+        t.momentum = 1.0                                    # record exactly this batch's statistics
     m.module.train()
     m(teacher.w, x, bufs)
     t = Teacher(0, teacher.w, bufs, torch.ones(3) / 3)
@@ -213,9 +234,16 @@ def test_robust_zeroing_of_exploding_terms(images):
     syn = Synthesizer(fm, make_generator(SHAPE, 3, 8, 4, 0), 3)
     v, bad = syn._robust("oh", torch.tensor(1.0))
     assert not bad and v == 1.0
-    assert syn._robust("oh", torch.tensor(10.0))[1]              # > 3 x its running mean
-    assert syn._robust("oh", torch.tensor(float("nan")))[1]
-    assert not syn._robust("oh", torch.tensor(2.0))[1]
+    assert not syn._robust("oh", torch.tensor(10.0))[1]          # fewer than 10 values kept: no test yet
+    assert syn._robust("oh", torch.tensor(float("nan")))[1]      # NaN always
+    for _ in range(8):
+        syn._robust("oh", torch.tensor(1.0))
+    assert syn.recent["oh"] == [1.0, 10.0] + [1.0] * 8          # mean 1.9
+    assert syn._robust("oh", torch.tensor(6.0))[1]               # > 3 x 1.9
+    assert not syn._robust("oh", torch.tensor(5.0))[1]
+    for _ in range(30):
+        syn._robust("oh", torch.tensor(1.0))
+    assert len(syn.recent["oh"]) == 20                           # a window of the last 20
 
 
 def test_distillation_moves_the_student_toward_the_teachers(images):
@@ -260,8 +288,21 @@ def test_pool_is_fifo_capped_and_samples_the_requested_classes():
 
 
 # ---------------------------------------------------------------- client-side pieces
-def test_stat_tracker_records_the_average_batch_statistics_without_normalizing():
+def test_stat_tracker_is_an_ema_with_momentum_0_1_from_reset_buffers():
     t = StatTracker(3)
+    t.train()
+    a, b = torch.randn(10, 3), torch.randn(6, 3) + 2
+    assert torch.equal(t(a), a)
+    t(b)
+    mean = 0.9 * (0.9 * torch.zeros(3) + 0.1 * a.mean(0)) + 0.1 * b.mean(0)
+    var = 0.9 * (0.9 * torch.ones(3) + 0.1 * a.var(0, unbiased=False)) + 0.1 * b.var(0, unbiased=False)
+    assert torch.allclose(t.running_mean, mean) and torch.allclose(t.running_var, var)
+    with pytest.raises(ValueError, match="momentum"):
+        StatTracker(3, momentum=0.0)
+
+
+def test_stat_tracker_records_the_average_batch_statistics_without_normalizing():
+    t = StatTracker(3, momentum=None)
     t.train()
     a, b = torch.randn(10, 3), torch.randn(6, 3) + 2
     assert torch.equal(t(a), a)
@@ -329,3 +370,96 @@ def test_bad_configs_and_missing_model_are_rejected():
         KDConfig(lr=0)
     with pytest.raises(ValueError, match="no hyperparameter"):
         get_async_strategy("fedrevive", model=net(), model_input=SHAPE, teachers=3)
+
+
+# ---------------------------------------------------------------- the authors' settings (issue: FedRevive fidelity)
+def test_synthesis_settings_follow_the_input_type():
+    grey = SynthesisConfig.for_input((1, 28, 28))
+    colour = SynthesisConfig.for_input((3, 32, 32))
+    assert (grey.w_bn, grey.lr_g, grey.lr_z) == (0.3, 1e-2, 3e-3)             # the authors' FEMNIST config
+    assert (colour.w_bn, colour.lr_g, colour.lr_z) == (0.003, 3e-3, 1e-3)     # their CIFAR config
+    assert SynthesisConfig.for_input((1, 28, 28), augment=False).augment is False
+    assert SynthesisConfig.for_input((1, 28, 28), w_bn=0.01).w_bn == 0.01
+
+
+def test_adversarial_term_masks_each_teacher_by_its_own_agreement(images):
+    """L_adv = -mean_i sum_m w_m(y_i) [argmax T_m(x_i) = argmax S(x_i)] KL(p_m(x_i) || p_S(x_i)), by hand."""
+    fm, t0 = trained_teacher(images, cid=0)
+    _, t1 = trained_teacher(images, cid=1, steps=20)
+    teachers = [Teacher(0, t0.w, None, torch.tensor([0.6, 0.2, 0.2])),
+                Teacher(1, t1.w, None, torch.tensor([0.2, 0.4, 0.4]))]
+    student = FlatModel(net(seed=3)).flat()
+    x, y = images[1].x[:40], images[1].y[:40]
+    w = teacher_weights(torch.stack([t.q for t in teachers]))
+    parts = synthesis_losses(fm, x, y, teachers, w, student_w=student)
+    fm.module.eval()
+    with torch.no_grad():
+        s = fm(student, x)
+        want = torch.zeros(())
+        for m, t in enumerate(teachers):
+            lt = fm(t.w, x)
+            p = F.softmax(lt, 1)
+            kl = (p * (F.log_softmax(lt, 1) - F.log_softmax(s, 1))).sum(1)
+            want = want - (w[m, y] * (lt.argmax(1) == s.argmax(1)).float() * kl).mean()
+    assert float(parts["adv"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(synthesis_losses(fm, x, y, teachers, w)["adv"]) == 0.0       # no student, no term
+
+
+def test_adversarial_term_waits_for_adv_start_synthesis_calls(images, monkeypatch):
+    import lib.fedrevive.synthesis as syn_mod
+    fm, t = trained_teacher(images, steps=5)
+    seen = []
+    real = syn_mod.synthesis_losses
+    monkeypatch.setattr(syn_mod, "synthesis_losses", lambda *a, **k: seen.append(a[5] is not None) or real(*a, **k))
+    syn = Synthesizer(fm, make_generator(SHAPE, 3, 8, 4, 0), 3, SynthesisConfig(batch_size=8, g_steps=1, adv_start=2))
+    for _ in range(4):
+        syn.step([t], student_w=fm.flat())
+    assert seen == [False, False, True, True]
+
+
+def test_estimated_q_logs_its_l1_error_against_the_histogram(images):
+    r = run(net(), revive(net(), class_proportions="estimated"), images)
+    log = r.state["q_l1"]
+    assert log and all(0.0 <= e["l1"] <= 2.0 for e in log)
+    cid = log[0]["client"]
+    clients, _, _ = setting(images)
+    true = torch.bincount(clients[cid].y, minlength=3).float()
+    true /= true.sum()
+    assert log[0]["max_true_q"] == pytest.approx(float(true.max()))
+
+
+def test_dd_fedrevive_distils_on_the_real_held_out_split_only(images):
+    train, _ = images
+    held = train.subset(list(range(60)))
+    with pytest.raises(ValueError, match="held-out"):
+        get_async_strategy("dd_fedrevive", model=net(), model_input=SHAPE, num_classes=3)
+    dd = get_async_strategy("dd_fedrevive", model=net(), model_input=SHAPE, num_classes=3, nz=8, ngf=4,
+                            s_max=2.0, server_lr=0.5, kd=KDConfig(iterations=2), kd_data=(held.x, held.y))
+    r = run(net(), dd, images)
+    pool = r.state["synth"].pool
+    assert torch.equal(pool.xs[0], held.x) and torch.equal(pool.y, held.y)    # the pool is the held-out data
+    assert not r.state["synth_log"] and r.state["kd_log"]                     # no synthesis; KD ran
+    plain = get_async_strategy("dd_fedrevive", model=net(), model_input=SHAPE, num_classes=3, kd_data=(held.x, held.y))
+    assert plain.warmup == 0 and plain.kd.lr == 3e-4 and plain.kd.temperature == 2.0   # the authors' simple_kd
+
+
+def test_held_out_split_is_disjoint_from_the_clients_data():
+    from lib.fedrevive.experiment import held_out_split
+    y = np.repeat(np.arange(5), 40)
+    keep, held = held_out_split(y, 0.1, seed=0)
+    assert len(held) == 20 and len(keep) == 180
+    assert not set(keep) & set(held) and sorted(set(keep) | set(held)) == list(range(200))
+    assert np.bincount(y[held]).tolist() == [4] * 5                           # stratified
+    k2, h2 = held_out_split(y, 0.1, seed=0)
+    assert np.array_equal(held, h2)
+    with pytest.raises(ValueError):
+        held_out_split(y, 1.5, seed=0)
+
+
+def test_convnet28_is_the_authors_femnist_shape():
+    m = build_model("convnet28", (1, 28, 28), 10, seed=0, norm="track")
+    assert len(trackers(m)) == 3 and m(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert [l.out_features for l in m.head if isinstance(l, torch.nn.Linear)] == [200, 100, 10]
+    assert build_model("convnet28", (1, 28, 28), 10, width=16).features[0].out_channels == 16
+    with pytest.raises(ValueError, match="28x28"):
+        build_model("convnet28", (3, 32, 32), 10)

@@ -21,11 +21,11 @@ ASYNC_METHODS = {cls.name: cls for cls in (SyncFedAvg, FedAsync, FedBuff, AFLDW,
 
 
 def get_async_strategy(name: str, **hyperparameters) -> AsyncStrategy:
-    if name == "fedrevive" and name not in ASYNC_METHODS:     # lib.fedrevive builds on this package
-        from ..fedrevive import FedRevive
-        ASYNC_METHODS[name] = FedRevive
+    if name in ("fedrevive", "dd_fedrevive") and name not in ASYNC_METHODS:   # lib.fedrevive builds on this package
+        from ..fedrevive import DDFedRevive, FedRevive
+        ASYNC_METHODS.update(fedrevive=FedRevive, dd_fedrevive=DDFedRevive)
     if name not in ASYNC_METHODS:
-        known = sorted(set(ASYNC_METHODS) | {"fedrevive"})
+        known = sorted(set(ASYNC_METHODS) | {"fedrevive", "dd_fedrevive"})
         raise ValueError(f"unknown asynchronous method {name!r}; known: {', '.join(known)}")
     cls = ASYNC_METHODS[name]
     fields = [f.name for f in dataclasses.fields(cls)]

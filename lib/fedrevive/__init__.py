@@ -5,6 +5,7 @@ module          what it holds
 =============== ===========================================================
 strategy.py     the server's update: hybrid aggregation, gates, teachers
 teachers.py     teacher weights w_m(j); class proportions from noise probes
+diagnostics.py  pool informativeness, ensemble accuracy, D_KD alignment
 generator.py    conditional image generator; text (embedding + mask) generator
 synthesis.py    Reptile-style meta-learned synthesis, its three losses, the pool
 distill.py      multi-teacher KD of the global model on the pool -> D_KD
@@ -12,10 +13,10 @@ distill.py      multi-teacher KD of the global model on the pool -> D_KD
 """
 from .distill import KDConfig, distill
 from .generator import ImageGenerator, TextGenerator, make_generator
-from .strategy import FedRevive
+from .strategy import DDFedRevive, FedRevive
 from .synthesis import SynthesisConfig, Synthesizer, SyntheticPool, synthesis_losses
 from .teachers import Teacher, estimate_class_proportions, teacher_weights
 
-__all__ = ["FedRevive", "KDConfig", "SynthesisConfig", "Synthesizer", "SyntheticPool", "Teacher", "distill",
+__all__ = ["FedRevive", "DDFedRevive", "KDConfig", "SynthesisConfig", "Synthesizer", "SyntheticPool", "Teacher", "distill",
            "estimate_class_proportions", "teacher_weights", "make_generator", "ImageGenerator", "TextGenerator",
            "synthesis_losses"]

@@ -1,10 +1,15 @@
-"""Multi-teacher knowledge distillation of the global model on the synthetic pool.
+"""Multi-teacher knowledge distillation of the global model on the synthetic pool (or, for
+DD-FedRevive, on real held-out data: the same step, another pool).
 
     S <- theta_g (the current global model);  Adam(lr 1e-4, weight decay 1e-5), fresh state
     repeat K_KD times:
-        L = sum_m KL(p_m(x_m) || p_S(x_m)),   x_m = 32 pool inputs with targets ~ q_m   (T = 1)
+        x_m = 32 pool inputs with targets ~ q_m, for each teacher m
+        L = T^2 sum_m sum_{i in x_m} KL(p_m(x_i) / T || p_S(x_i) / T) / (c * 32)     (T = 1)
         Adam step on S
     D_KD = theta_S - theta_g
+
+The loss is the authors' (``KLDiv(T, reduction="sum")`` summed over teachers, divided by the
+stacked batch): the mean over all c x 32 inputs, each against its own teacher.
 """
 from __future__ import annotations
 
@@ -36,8 +41,7 @@ def distill(fm, x_global: torch.Tensor, teachers: list[Teacher], pool: Synthetic
             gen: torch.Generator) -> tuple[torch.Tensor, float]:
     """D_KD: the distilled student's change from the global model, and the last KD loss.
 
-    All teachers run at once (``torch.func.vmap`` over their parameter vectors) on all K_KD
-    batches; the sum over teachers of the per-teacher mean KL is c x the mean over the stacked batch."""
+    All teachers run at once (``torch.func.vmap`` over their parameter vectors) on all K_KD batches."""
     s = x_global.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([s], lr=cfg.lr, weight_decay=cfg.weight_decay)
     T, loss = cfg.temperature, torch.zeros(())
@@ -55,7 +59,7 @@ def distill(fm, x_global: torch.Tensor, teachers: list[Teacher], pool: Synthetic
             x[:, sl].reshape(c * n, *x.shape[2:])
         p_t = p_all[:, sl].reshape(c * n, -1)
         log_s = F.log_softmax(fm(s, xb) / T, 1)
-        loss = c * (p_t * (p_t.clamp_min(1e-12).log() - log_s)).sum(1).mean()   # sum_m of mean_i KL
+        loss = T * T * (p_t * (p_t.clamp_min(1e-12).log() - log_s)).sum(1).mean()   # mean over c x n inputs
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -39,3 +39,15 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
         if len(pool) and setting == "vision":
             out["samples"] = (pool.xs[0][-64:].cpu(), pool.y[-64:].cpu())
     return out
+
+
+def held_out_split(y, fraction: float, seed: int):
+    """Indices (clients' part, server's held-out part) of labels ``y``: a stratified ``fraction`` held out,
+    as the authors' ``kd_split`` for DD-FedRevive. The two parts are disjoint and cover every example."""
+    import numpy as np
+
+    from ..data import stratified_split
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    keep, held = stratified_split(np.asarray(y), fraction, seed=seed)
+    return keep, held

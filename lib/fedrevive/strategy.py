@@ -1,16 +1,23 @@
 """FedRevive: asynchronous FL that revives stale updates with server-side data-free KD.
 
-On each aggregation (B = 1 in the paper), for the buffered updates D_i with staleness tau_i::
+On each aggregation (B = 1 in the paper), for the buffered updates D_i with staleness tau_i,
+following the authors' research code (NVFlare research/fed-revive, server.py and dfkd_utils.py)::
 
-    teachers <- the c most recent uploaded client models (newest first)
-    if version >= warmup and (version - warmup) % T_gen == 0:  synthesize (generator step; pool grows)
-    if version >= kd_start:                                    D_KD = distill(global, teachers, pool)
-    D~_i  = (1 - beta(tau_i)) D_i + beta(tau_i) D_KD           (D_KD = 0 before kd_start: AFL-DW)
+    teachers <- the c most recent uploaded client models (newest first), with class proportions q_m
+    if version < warmup:        D~_i = D_i                         (no down-weighting yet: "freeze")
+    else, if some beta(tau_i) > 0:
+        if (version - warmup) % T_gen == 0:  synthesize (one generator call; the pool grows)   T_gen = 1
+        D_KD = distill(global, teachers, pool)  if version >= kd_start, else 0   (AFL-DW until then)
+        D~_i = (1 - beta(tau_i)) D_i + beta(tau_i) D_KD
     theta <- theta + eta_s * mean_i D~_i
 
 beta(tau) = 1 - (1/2)(1 + cos(pi tau / (2 s_max))) up to 2 s_max, then 1 (``staleness.fedrevive_beta``).
-The server sees only what the engine's ``Update`` carries: models, their tracked statistics and
-counts. With ``dfkd=False`` this is exactly AFL-DW.
+
+q_m: the client's label histogram, normalized (``class_proportions="true"``, the authors' code: metadata a
+client sends; the server never sees data), or the server's estimate from noise probes
+(``"estimated"``, the paper's text; then the histogram is read only to log the estimate's L1 error).
+DD-FedRevive (:class:`DDFedRevive`) is the authors' upper bound: the same step with the pool replaced by a
+real held-out split that no client holds, and no synthesis. With ``dfkd=False`` this is AFL-DW.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from ..asyncfl.staleness import fedrevive_beta
 from ..params import FlatModel
 from .distill import KDConfig, distill
 from .generator import make_generator
-from .synthesis import SynthesisConfig, Synthesizer
+from .synthesis import SynthesisConfig, Synthesizer, SyntheticPool
 from .teachers import Teacher, estimate_class_proportions
 
 
@@ -37,10 +44,10 @@ class FedRevive(AsyncStrategy):
     s_max: float = 75.0
     schedule: str = "cosine"
     num_teachers: int = 8                     # c
-    t_gen: int = 10                           # generator update period (versions)
-    warmup: int = 50                          # no DFKD before this version; synthesis only until kd_start
-    kd_start: int = 100
-    class_proportions: str = "estimated"      # "estimated" (noise probes) or "true" (client histograms)
+    t_gen: int = 1                            # generator update period (versions); the paper's text says 10
+    warmup: int = 50                          # before this version: plain updates (no beta, no DFKD)
+    kd_start: int = 100                       # D_KD is mixed in from this version; synthesis only before
+    class_proportions: str = "true"           # "true" (client histograms) or "estimated" (noise probes)
     probes: int = 256
     probe_uploads: int = 2                    # estimate q from a client's first uploads, then freeze
     nz: int = 256
@@ -51,6 +58,7 @@ class FedRevive(AsyncStrategy):
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     dfkd: bool = True
+    kd_data: tuple | None = None              # (x, y) real held-out data: DD-FedRevive's pool (no synthesis)
     seed: int = 0
     name = "fedrevive"
 
@@ -66,22 +74,30 @@ class FedRevive(AsyncStrategy):
         if not 0 <= self.warmup <= self.kd_start:
             raise ValueError(f"need 0 <= warmup <= kd_start, got {self.warmup}, {self.kd_start}")
 
-    @property
-    def wants_label_counts(self):
-        return self.class_proportions == "true"
+    wants_label_counts = True                 # q ("true"), or the estimator's error ("estimated")
 
     def init(self, x, num_clients):
         self.fm = FlatModel(self.model)
         gen = make_generator(self.model_input, self.num_classes, self.nz, self.ngf, self.seed, self.mean,
                              self.std, self.embed_std).to(x.device)
-        return {"version": 0, "teachers": [], "q": {}, "q_seen": {}, "dfkd_s": [], "synth_log": [], "kd_log": [],
-                "synth": Synthesizer(self.fm, gen, self.num_classes, self.synthesis, seed=self.seed + 1),
-                "rng": torch.Generator().manual_seed(self.seed + 2)}
+        synth = Synthesizer(self.fm, gen, self.num_classes, self.synthesis, seed=self.seed + 1)
+        if self.kd_data is not None:                             # DD-FedRevive: real held-out data as the pool
+            kx, ky = self.kd_data
+            synth.pool = SyntheticPool(len(ky))
+            synth.pool.add(kx.to(x.device), torch.as_tensor(ky).to(x.device))
+        return {"version": 0, "teachers": [], "q": {}, "q_seen": {}, "q_l1": [], "dfkd_s": [], "synth_log": [],
+                "kd_log": [], "synth": synth, "rng": torch.Generator().manual_seed(self.seed + 2)}
 
     def _class_proportions(self, state, u) -> torch.Tensor:
-        if self.class_proportions == "true":
+        true_q = None
+        if u.label_counts is not None:
             c = torch.as_tensor(u.label_counts, dtype=torch.float32, device=u.delta.device)
-            return c / c.sum()
+            true_q = c / c.sum()
+        if self.class_proportions == "true":
+            if true_q is None:
+                raise ValueError(f"class_proportions='true' needs the client's label counts; update from client "
+                                 f"{u.client_id} has none")
+            return true_q
         seen = state["q_seen"].get(u.client_id, 0)
         if seen < self.probe_uploads:                            # running mean over the first uploads
             probes = state["synth"].G.probe(self.probes, state["rng"])
@@ -89,6 +105,11 @@ class FedRevive(AsyncStrategy):
             old = state["q"].get(u.client_id)
             state["q"][u.client_id] = q if old is None else (old * seen + q) / (seen + 1)
             state["q_seen"][u.client_id] = seen + 1
+            if true_q is not None:
+                state["q_l1"].append({"version": state["version"], "client": u.client_id,
+                                      "l1": float((state["q"][u.client_id] - true_q).abs().sum()),
+                                      "max_q": float(state["q"][u.client_id].max()),
+                                      "max_true_q": float(true_q.max())})
         return state["q"][u.client_id]
 
     def aggregate(self, x, state, buffer):
@@ -99,23 +120,42 @@ class FedRevive(AsyncStrategy):
                 state["teachers"] = ([t] + [s for s in state["teachers"] if s.client_id != u.client_id])[
                     : self.num_teachers]
         betas = [fedrevive_beta(u.staleness, self.s_max, self.schedule) for u in buffer]
+        if self.dfkd and v < self.warmup:                        # the authors' "freeze": plain updates
+            betas = [0.0] * len(buffer)
         d_kd = None
         t0 = time.perf_counter()
-        if self.dfkd and v >= self.warmup:
+        if self.dfkd and v >= self.warmup and max(betas) > 0:
             synth = state["synth"]
-            if (v - self.warmup) % self.t_gen == 0:
-                log = synth.step(state["teachers"], student_w=x if v >= self.kd_start else None)
+            if self.kd_data is None and (v - self.warmup) % self.t_gen == 0:
+                log = synth.step(state["teachers"], student_w=x)
                 state["synth_log"].append({"version": v, **{k: val for k, val in log.items() if k != "zeroed"},
                                            "zeroed": ",".join(log["zeroed"])})
-            if v >= self.kd_start and len(synth.pool) and max(betas) > 0:
+            if v >= self.kd_start and len(synth.pool):
                 d_kd, kd_loss = distill(self.fm, x, state["teachers"], synth.pool, self.kd, state["rng"])
                 d_norm = float(torch.stack([u.delta for u in buffer]).norm(dim=1).mean())
                 state["kd_log"].append({"version": v, "kd_loss": kd_loss, "beta": sum(betas) / len(betas),
                                         "kd_norm": float(d_kd.norm()), "update_norm": d_norm,
                                         "cosine": float(torch.nn.functional.cosine_similarity(
                                             d_kd, buffer[0].delta, dim=0))})
-        if self.dfkd and v >= self.warmup:
+        if self.dfkd and v >= self.warmup and max(betas) > 0:
             state["dfkd_s"].append(time.perf_counter() - t0)
         mixed = [(1 - b) * u.delta + (b * d_kd if d_kd is not None else 0.0) for b, u in zip(betas, buffer)]
         state["version"] = v + 1
         return x + self.server_lr * torch.stack(mixed).mean(0), state
+
+
+@dataclass
+class DDFedRevive(FedRevive):
+    """DD-FedRevive, the authors' upper bound: FedRevive's hybrid update with D_KD distilled on a real
+    held-out split (``kd_data``, held by the server, never by a client) instead of synthetic inputs.
+    As the authors' config (``simple_kd``): KD from the first stale update (no warm-up), Adam(3e-4),
+    temperature 2."""
+    warmup: int = 0
+    kd_start: int = 0
+    kd: KDConfig = field(default_factory=lambda: KDConfig(lr=3e-4, temperature=2.0))
+    name = "dd_fedrevive"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kd_data is None or len(self.kd_data) != 2 or len(self.kd_data[1]) == 0:
+            raise ValueError("DD-FedRevive needs kd_data=(x, y): a non-empty real held-out split")

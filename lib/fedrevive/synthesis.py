@@ -1,6 +1,6 @@
 """Meta-learned data-free synthesis (Reptile-style Fast-DFKD) for FedRevive; the synthetic pool.
 
-One synthesis call (every T_gen server versions)::
+One synthesis call (on every stale upload after the warm-up, T_gen = 1, as the authors' code)::
 
     y ~ mixture of the teachers' class proportions          (batch of 64 targets)
     z, E ~ N(0, I), trainable; G' = copy of the persistent generator G
@@ -8,13 +8,17 @@ One synthesis call (every T_gen server versions)::
         x^ = G'(z + 0.2 E[y]);  a = augment(x^)   (crop + flip, if the clients trained so)
         L_oh  = sum_m  mean_i w_m(y_i) CE(T_m(a)_i, y_i)                    teacher-weighted CE
         L_bn  = sum_m  share_m sum_layers ||mu(a) - mu_m||_2 + ||var(a) - var_m||_2   (tracked stats)
-        L_adv = -mean_i [argmax agree_i] KL(p_T(a)_i || p_S(a)_i)           after the warm-up
-        L = 1.0 L_oh + 0.003 L_bn + 0.1 L_adv   (a term that is NaN or > 3x its running mean is zeroed)
+        L_adv = -mean_i sum_m w_m(y_i) [argmax T_m = argmax S]_i KL(p_m(a)_i || p_S(a)_i)
+                                                          (from the adv_start-th call on)
+        L = w_oh L_oh + w_bn L_bn + w_adv L_adv   (a term that is NaN, or > 3x the mean of its last 20
+                                                   values once 10 are kept, is zeroed)
+        CIFAR-like 32x32 colour: w = 1.0 / 0.003 / 0.1, lr_g 3e-3, lr_z 1e-3;
+        28x28 grey (the authors' FEMNIST): w_bn 0.3, lr_g 1e-2, lr_z 3e-3   (SynthesisConfig.for_input)
         Adam step on G', z, E
     pool <- best x^ of the call (lowest L), with its targets y          (FIFO, capped)
     G <- Reptile: grad(G) = theta_G - theta_G'; Adam step on G
 
-p_T is the teacher ensemble: teacher m's logits weighted by w_m(y_i).
+Each teacher's agreement with the student masks its own adversarial term (the authors' code).
 """
 from __future__ import annotations
 
@@ -41,9 +45,20 @@ class SynthesisConfig:
     explode: float = 3.0            # zero a term above explode x its running mean
     pool_size: int = 16000
     augment: bool = True            # crop (pad 4) + flip before the teachers: match how clients trained
+    adv_start: int = 100            # synthesis calls before the adversarial term is used
+    window: int = 20                # loss values kept for the explosion test (at least 10 before it acts)
+
+    @classmethod
+    def for_input(cls, input_shape, **overrides) -> "SynthesisConfig":
+        """The authors' settings by input type: 28x28 grey (their FEMNIST config) or the CIFAR one."""
+        shape = tuple(input_shape)
+        grey28 = dict(w_bn=0.3, lr_g=1e-2, lr_z=3e-3)
+        return cls(**{**(grey28 if shape[1:] == (28, 28) and shape[0] == 1 else {}), **overrides})
 
     def __post_init__(self):
-        for k in ("batch_size", "g_steps", "pool_size"):
+        if self.adv_start < 0:
+            raise ValueError(f"adv_start must be >= 0, got {self.adv_start}")
+        for k in ("batch_size", "g_steps", "pool_size", "window"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         for k in ("lr_g", "lr_z", "explode"):
@@ -110,6 +125,8 @@ def synthesis_losses(fm, x, y, teachers: list[Teacher], weights: torch.Tensor, s
     try:
         w_iy = weights[:, y]                                   # [teachers, batch]
         l_oh, l_bn, ens = 0.0, 0.0, 0.0
+        s_logits = fm(student_w.detach(), x) if student_w is not None else None
+        l_adv = torch.zeros(())
         for m, t in enumerate(teachers):
             logits = fm(t.w, x, t.buffers)
             l_oh = l_oh + (w_iy[m] * F.cross_entropy(logits, y, reduction="none")).mean()
@@ -120,11 +137,9 @@ def synthesis_losses(fm, x, y, teachers: list[Teacher], weights: torch.Tensor, s
                     mu, var = mod.batch_stats
                     l_bn = l_bn + share * (torch.linalg.vector_norm(mu - t.buffers[name + ".running_mean"])
                                            + torch.linalg.vector_norm(var - t.buffers[name + ".running_var"]))
-        l_adv = torch.zeros(())
-        if student_w is not None:
-            s_logits = fm(student_w.detach(), x)
-            agree = (s_logits.argmax(1) == ens.argmax(1)).float()
-            l_adv = -(agree * _kl(ens, s_logits)).mean()
+            if s_logits is not None:                           # this teacher's own agreement mask
+                agree = (s_logits.argmax(1) == logits.argmax(1)).float()
+                l_adv = l_adv - (w_iy[m] * agree * _kl(logits, s_logits)).mean()
     finally:
         for _, m in tracked:
             m.capture, m.batch_stats = False, None
@@ -141,23 +156,29 @@ class Synthesizer:
         self.gen = torch.Generator().manual_seed(seed)
         self.meta_opt = torch.optim.Adam(self.G.parameters(), lr=self.cfg.lr_g, betas=(0.5, 0.999))
         self.pool = SyntheticPool(self.cfg.pool_size)
-        self.running = {}                                      # running means of the loss terms
+        self.recent = {}                                       # the last `window` values of each loss term
         self.calls = 0
 
     def _robust(self, name, value):
-        """Zero a term that is NaN or explodes (> explode x its running mean); else update the mean."""
+        """Zero a term that is NaN or explodes (> explode x the mean of its recent values, once 10 are
+        kept); else remember it."""
         v = float(value.detach())
-        mean = self.running.get(name)
-        if not torch.isfinite(value) or (mean is not None and abs(v) > self.cfg.explode * abs(mean) > 0):
+        kept = self.recent.setdefault(name, [])
+        mean = sum(kept) / len(kept) if len(kept) >= 10 else None
+        if not torch.isfinite(value) or (mean is not None and mean > 0 and v > self.cfg.explode * mean):
             return torch.zeros(()), True
-        self.running[name] = v if mean is None else 0.9 * mean + 0.1 * v
+        kept.append(v)
+        del kept[: -self.cfg.window]
         return value, False
 
     def step(self, teachers: list[Teacher], student_w=None) -> dict:
-        """One synthesis call; adds its best batch to the pool. ``student_w`` turns on L_adv."""
+        """One synthesis call; adds its best batch to the pool. ``student_w`` (the current global model)
+        turns on L_adv once ``adv_start`` calls have been made."""
         if not teachers:
             raise ValueError("synthesis needs at least one teacher")
         c = self.cfg
+        if self.calls < c.adv_start:
+            student_w = None
         qs = torch.stack([t.q for t in teachers])
         weights = teacher_weights(qs)
         dev = qs.device
