@@ -21,7 +21,8 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
     from ..utils import default_device
     device = device or default_device()
     net = model.to(device)
-    kw = dict(kw, model=net, seed=seed) if method == "fedrevive" else kw
+    revive = method in ("fedrevive", "dd_fedrevive")
+    kw = dict(kw, model=net, seed=seed) if revive else kw
     part = partition.dirichlet_mixture(train.y.numpy(), num_clients, alpha=0.5, seed=seed)
     clients = fl.client_datasets(train, part)
     r = run_async(net, get_async_strategy(method, **kw), clients, test,
@@ -30,15 +31,39 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
                   device=device)
     out = {"curve": r.frame().assign(setting=setting), "updates": r.update_frame().assign(setting=setting),
            "timing": {"setting": setting, "method": label, "seed": seed, **r.timing}}
-    if method == "fedrevive":
+    if revive:
         st = r.state
-        out["dfkd_s"] = pd.DataFrame({"setting": setting, "method": label, "seed": seed, "dfkd_s": st["dfkd_s"]})
-        out["kd_log"] = pd.DataFrame(st["kd_log"]).assign(setting=setting, method=label, seed=seed)
-        out["synth_log"] = pd.DataFrame(st["synth_log"]).assign(setting=setting, method=label, seed=seed)
+        tag = dict(setting=setting, method=label, seed=seed)
+        out["dfkd_s"] = pd.DataFrame({**tag, "dfkd_s": st["dfkd_s"]})
+        out["kd_log"] = pd.DataFrame(st["kd_log"]).assign(**tag)
+        out["synth_log"] = pd.DataFrame(st["synth_log"]).assign(**tag)
+        out["q_l1"] = pd.DataFrame(st["q_l1"]).assign(**tag)
+        out["diagnostics"] = pd.DataFrame([{**tag, **diagnose(st, test, device)}])
         pool = st["synth"].pool
-        if len(pool) and setting == "vision":
+        if len(pool) and setting == "vision" and method == "fedrevive":
             out["samples"] = (pool.xs[0][-64:].cpu(), pool.y[-64:].cpu())
     return out
+
+
+def diagnose(state: dict, test, device, n: int = 512) -> dict:
+    """At the end of a run, with its last teachers: how informative the distillation inputs are (the
+    ensemble's probability of each input's target class, on the newest ``n`` pool inputs and on ``n`` real
+    test images) and the ensemble's accuracy on the test data (``diagnostics``)."""
+    from .diagnostics import ensemble_accuracy, informativeness
+    teachers, pool, fm = state["teachers"], state["synth"].pool, state["synth"].fm
+    if not teachers:
+        return {}
+    xt = test.x[:n] if not isinstance(test.x, tuple) else tuple(t[:n] for t in test.x)
+    xt = tuple(t.to(device) for t in xt) if isinstance(xt, tuple) else xt.to(device)
+    yt = test.y[:n].to(device)
+    real = informativeness(fm, teachers, xt, yt)
+    out = {"real_target_prob": real["target_prob"], "real_target_argmax": real["target_argmax"],
+           "ensemble_accuracy": ensemble_accuracy(fm, teachers, xt, yt)}
+    if len(pool):
+        xs = tuple(t[-n:] for t in pool.xs)
+        pinf = informativeness(fm, teachers, xs if len(xs) > 1 else xs[0], pool.y[-n:])
+        out |= {"pool_target_prob": pinf["target_prob"], "pool_target_argmax": pinf["target_argmax"]}
+    return out | {"pool_size": len(pool)}
 
 
 def held_out_split(y, fraction: float, seed: int):
