@@ -463,3 +463,12 @@ def test_convnet28_is_the_authors_femnist_shape():
     assert build_model("convnet28", (1, 28, 28), 10, width=16).features[0].out_channels == 16
     with pytest.raises(ValueError, match="28x28"):
         build_model("convnet28", (3, 32, 32), 10)
+
+
+def test_dfkd_work_is_counted_per_update():
+    from lib.fedrevive import dfkd_step_equivalents
+    # K_KD = 10 student steps on 8 x 32 inputs (80 steps of 32) + the teachers labelling 2,560 inputs once
+    # (80 forward batches of 32 ~ 26.7 steps) + a synthesis call: 2 steps x (8 teachers + the student) x 64/32
+    assert dfkd_step_equivalents() == pytest.approx(80 + 80 / 3 + 36)
+    assert dfkd_step_equivalents(synthesize=False) == pytest.approx(80 + 80 / 3)
+    assert dfkd_step_equivalents(t_gen=10) == pytest.approx(80 + 80 / 3 + 3.6)

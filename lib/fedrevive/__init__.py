@@ -11,12 +11,12 @@ synthesis.py    Reptile-style meta-learned synthesis, its three losses, the pool
 distill.py      multi-teacher KD of the global model on the pool -> D_KD
 =============== ===========================================================
 """
-from .distill import KDConfig, distill
+from .distill import KDConfig, dfkd_step_equivalents, distill
 from .generator import ImageGenerator, TextGenerator, make_generator
 from .strategy import DDFedRevive, FedRevive
 from .synthesis import SynthesisConfig, Synthesizer, SyntheticPool, synthesis_losses
 from .teachers import Teacher, estimate_class_proportions, teacher_weights
 
-__all__ = ["FedRevive", "DDFedRevive", "KDConfig", "SynthesisConfig", "Synthesizer", "SyntheticPool", "Teacher", "distill",
+__all__ = ["FedRevive", "DDFedRevive", "KDConfig", "dfkd_step_equivalents", "SynthesisConfig", "Synthesizer", "SyntheticPool", "Teacher", "distill",
            "estimate_class_proportions", "teacher_weights", "make_generator", "ImageGenerator", "TextGenerator",
            "synthesis_losses"]

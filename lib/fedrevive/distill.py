@@ -65,3 +65,19 @@ def distill(fm, x_global: torch.Tensor, teachers: list[Teacher], pool: Synthetic
         opt.step()
     fm.module.train()
     return (s.detach() - x_global), float(loss.detach())
+
+
+def dfkd_step_equivalents(num_teachers: int = 8, kd: KDConfig | None = None, synthesis=None, t_gen: int = 1,
+                          synthesize: bool = True) -> float:
+    """The server's DFKD work per update, in training steps of batch 32 (a forward pass ~ 1/3 of a step),
+    for sizing runs (``lib.budget``): the KD step (K_KD student steps on c x n inputs, the teachers labelling
+    c x K_KD x n inputs once) plus, every ``t_gen`` updates, a synthesis call (g_steps x c teacher passes with
+    gradients to the inputs, on the synthesis batch)."""
+    from .synthesis import SynthesisConfig
+    kd = kd or KDConfig()
+    synthesis = synthesis or SynthesisConfig()
+    c, n = num_teachers, kd.batch_per_teacher
+    work = kd.iterations * c * n / 32 + c * kd.iterations * n / 32 / 3
+    if synthesize:
+        work += synthesis.g_steps * (c + 1) * synthesis.batch_size / 32 / t_gen
+    return work
