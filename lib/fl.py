@@ -15,6 +15,7 @@ round; :meth:`FLRun.frame` gives them as a tidy DataFrame.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -91,7 +92,8 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
                   test: ArrayDataset, rounds: int, clients_per_round: int, local: LocalConfig | None = None,
                   seed: int = 0, eval_every: int = 1, steps_per_client: Sequence[int] | None = None,
                   clock: ClientClock | None = None, x0: torch.Tensor | None = None, label: str | None = None,
-                  strategy_kwargs: dict | None = None, metrics=None, device=None) -> FLRun:
+                  strategy_kwargs: dict | None = None, metrics=None, device=None,
+                  batched: bool | None = None) -> FLRun:
     """Simulate ``rounds`` of synchronous FL and return the records.
 
     ``steps_per_client`` fixes each client's number of local steps (objective
@@ -99,6 +101,9 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
     ``x0`` starts from given weights (e.g. pre-trained) instead of the model's own.
     ``metrics(x) -> dict`` adds quantities of the global model to every record.
     ``device``: where to train (default: the GPU when present, see ``utils.default_device``).
+    ``batched``: train each round's clients together (``lib.batched``; same results within float
+    tolerance). Default: on a GPU when the model and strategy allow it (``WORKBOOK_BATCHED=0/1`` overrides);
+    on a CPU it is off, since there it is no faster (``make bench`` measures both).
     """
     fm, clients, test, device = place(model, clients, test, device)
     if isinstance(strategy, str):
@@ -117,6 +122,14 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
     if clock.num_clients != n:
         raise ValueError(f"the clock describes {clock.num_clients} clients, the partition {n}")
 
+    from .batched import can_batch, local_train_batched
+    if batched is None:
+        env = os.environ.get("WORKBOOK_BATCHED")
+        batched = (env == "1") if env in ("0", "1") else device.type == "cuda"
+        batched = batched and can_batch(fm, strategy)
+    elif batched and not can_batch(fm, strategy):
+        raise ValueError(f"{strategy.name}: batched clients need a model without buffers and the default local "
+                         f"update; pass batched=False")
     x = (fm.flat() if x0 is None else x0.detach().clone().to(device))
     buffers = {k: v.clone() for k, v in fm.buffers.items()}
     state = strategy.init(x, n)
@@ -138,13 +151,21 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
     for t in progress(range(1, rounds + 1), desc=name, unit="round"):
         selected = np.sort(rng.choice(n, size=clients_per_round, replace=False))
         results, times = [], []
+        hooks = {}
         for cid in selected:
             cid = int(cid)
-            hooks = strategy.configure_client(state, cid)
+            hooks[cid] = strategy.configure_client(state, cid)
             if steps_per_client is not None:
-                hooks.num_steps = int(steps_per_client[cid])
-            r = strategy.local_update(fm, x, clients[cid], local, hooks, seed=derive_seed(seed, t, cid),
-                                      client_id=cid, buffers=buffers)
+                hooks[cid].num_steps = int(steps_per_client[cid])
+        if batched:
+            ids = [int(c) for c in selected]
+            trained = iter(local_train_batched(fm, x, [clients[c] for c in ids], local, [hooks[c] for c in ids],
+                                               [derive_seed(seed, t, c) for c in ids], ids))
+        for cid in selected:
+            cid = int(cid)
+            r = next(trained) if batched else strategy.local_update(
+                fm, x, clients[cid], local, hooks[cid], seed=derive_seed(seed, t, cid), client_id=cid,
+                buffers=buffers)
             results.append(r)
             grad_evals += int(r.extra.get("grad_evals", r.num_steps))
             down, up = strategy.vectors_down * model_bytes, strategy.vectors_up * model_bytes
