@@ -139,13 +139,18 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
     bytes_up = bytes_down = grad_evals = 0
     sim_time, wall0 = 0.0, time.perf_counter()
 
+    eval_s = 0.0
+
     def record(t, train_loss):
+        nonlocal eval_s
+        t0 = time.perf_counter()
         acc, loss = evaluate(fm, strategy.evaluation_point(x, state), test, buffers=buffers)
+        eval_s += time.perf_counter() - t0
         extra = metrics(x) if metrics is not None else {}
         return {"method": name, "seed": seed, "round": t, "accuracy": acc, "loss": loss,
                 "train_loss": train_loss, "bytes_up": bytes_up, "bytes_down": bytes_down,
                 "grad_evals": grad_evals,
-                "sim_time": sim_time, "wall_time": time.perf_counter() - wall0, **extra}
+                "sim_time": sim_time, "wall_time": time.perf_counter() - wall0, "eval_time": eval_s, **extra}
 
     records = [record(0, float("nan"))]
     for t in progress(range(1, rounds + 1), desc=name, unit="round"):
