@@ -30,6 +30,8 @@ def available_strategies() -> list[str]:
 
 def get_strategy(name: str, **hyperparameters) -> Strategy:
     key = name.lower()
+    if key in ("fedrpca", "task_arithmetic", "ravan") and key not in STRATEGIES:   # lib.peft builds on this package
+        from .. import peft  # noqa: F401  (registers them)
     if key not in STRATEGIES:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available_strategies())}")
     cls = STRATEGIES[key]

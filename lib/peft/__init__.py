@@ -1,0 +1,22 @@
+"""Federated fine-tuning of pre-trained models with low-rank adapters (issue: PEFT chapter).
+
+=============== ==================================================================
+module          what it holds
+=============== ==================================================================
+adapters.py     LoRA, FFA-LoRA, LoRA-XS / Fed-SB and Ravan parameterizations of dW on
+                frozen linear layers; injection, budgets, Ravan's fold
+ravan.py        Ravan's round: FedAvg of the folded uploads s_i H_i
+rpca.py         Robust PCA (principal component pursuit, inexact ALM); FedRPCA and
+                task-arithmetic scaled averaging as strategies
+=============== ==================================================================
+
+FedIT is LoRA with FedAvg (``get_strategy("fedavg")`` on a LoRA-injected model).
+"""
+from .adapters import (METHODS, AdapterLinear, adapters, blocks, communicated_count, fold_flat, fold_scalings,
+                       inject, rank_for_budget)
+from .ravan import Ravan
+from .rpca import FedRPCA, TaskArithmetic, fedrpca_combine, mean_pairwise_cosine, robust_pca
+
+__all__ = ["METHODS", "AdapterLinear", "adapters", "blocks", "communicated_count", "fold_flat", "fold_scalings",
+           "inject", "rank_for_budget", "Ravan", "FedRPCA", "TaskArithmetic", "fedrpca_combine",
+           "mean_pairwise_cosine", "robust_pca"]
