@@ -22,11 +22,14 @@ def _clients(sizes, shape=(1, 8, 8), classes=3, seed=0):
 
 
 def _assert_same(seq, bat, rtol=1e-4):
+    """Float tolerance, not bit equality: batched convolutions run as one grouped kernel whose summation
+    order differs by CPU kernel set (2e-4 after 6 momentum steps under AVX2); a wrong batch, a skipped
+    sample or another client's data moves an update by O(1)."""
     assert [r.client_id for r in seq] == [r.client_id for r in bat]
     for a, b in zip(seq, bat):
         assert (a.num_samples, a.num_steps) == (b.num_samples, b.num_steps)
         assert float((a.delta - b.delta).norm() / a.delta.norm()) < rtol
-        assert a.loss == pytest.approx(b.loss, rel=1e-4)
+        assert a.loss == pytest.approx(b.loss, rel=rtol)
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
@@ -47,7 +50,7 @@ def test_batched_clients_match_the_sequential_reference(model, local):
     seq = [local_train(fm, x, d, local, h, seed=10 + i, client_id=i) for i, (d, h) in enumerate(zip(data, hooks))]
     bat = local_train_batched(fm, x, data, local, hooks, seeds=[10 + i for i in range(len(data))],
                               client_ids=list(range(len(data))))
-    _assert_same(seq, bat)
+    _assert_same(seq, bat, rtol=1e-4 if model == "mlp" else 2e-3)
 
 
 def test_a_client_only_ever_sees_its_own_data():
