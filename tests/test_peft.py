@@ -1,4 +1,5 @@
 """PEFT adapters, Ravan's exact averaging, Robust PCA and FedRPCA, against references written from the papers."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -208,3 +209,22 @@ def test_adapters_on_real_minilm_leave_its_output_unchanged_until_trained(method
     d = enc.model.config.hidden_size
     per_layer = 4 * (d + d) if method == "lora" else 2 * 16 + 2
     assert fm.numel == len(names) * per_layer                # only adapters are trained or sent
+
+
+def test_effective_rank_and_top_encoder_pooling():
+    from lib.peft.text import TopEncoder, effective_rank, group_partition
+    assert effective_rank(torch.outer(torch.ones(4), torch.ones(3))) == pytest.approx(1.0, abs=1e-6)
+    assert effective_rank(torch.eye(5)) == pytest.approx(5.0, abs=1e-6)
+    assert effective_rank(torch.zeros(3, 3)) == 0.0
+    parts = group_partition(np.array(["b", "a", "b", "c"]))
+    assert [p.tolist() for p in parts] == [[1], [0, 2], [3]]
+
+    class Identity(nn.Module):
+        def forward(self, h, attention_mask=None):
+            return h
+    enc = TopEncoder([Identity()], hidden=2, num_classes=1)
+    with torch.no_grad():
+        enc.head.weight.fill_(1.0)
+        enc.head.bias.zero_()
+    packed = torch.tensor([[[1.0, 1.0, 1.0], [3.0, 3.0, 1.0], [100.0, 100.0, 0.0]]])   # last token is padding
+    assert float(enc(packed)) == pytest.approx(4.0)                                   # mean over real tokens: (2+6)/2
