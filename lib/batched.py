@@ -27,7 +27,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from .client import ClientHooks, ClientResult, LocalConfig, batches, local_train
+from .client import ClientHooks, ClientResult, LocalConfig, batches, local_train, optimizer_step
 from .data import ArrayDataset
 from .params import FlatModel
 
@@ -120,13 +120,6 @@ def _train_group(fm, x, datasets, local, hooks, seeds, client_ids, steps):
             G = G + mu * (W - x)
         if corr is not None:
             G = G + corr
-        if v is not None:                                       # Adam, as local_train
-            m.mul_(0.9).add_(G, alpha=0.1)
-            v.mul_(0.999).addcmul_(G, G, value=0.001)
-            G = (m / (1 - 0.9 ** t)) / (v.div(1 - 0.999 ** t).sqrt_().add_(1e-8))
-        elif local.momentum:
-            m = local.momentum * m + G
-            G = m
-        W = W - local.lr * G
+        W, m = optimizer_step(W, G, m, v, t, local)             # the same step as local_train, row-wise
     return [ClientResult(cid, W[c] - x, len(d), steps, float(total[c]) / steps, local.lr, local.momentum, None)
             for c, (cid, d) in enumerate(zip(client_ids, datasets))]

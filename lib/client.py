@@ -100,6 +100,21 @@ def batch_gradient(fm: FlatModel, w: torch.Tensor, data: ArrayDataset, idx: torc
     return loss.item(), g
 
 
+def optimizer_step(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor | None, t: int,
+                   local: LocalConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One local step on gradient ``g`` (any shape: one client's vector, or a [clients x P] stack, row-wise):
+    Adam (``v`` given; moments updated in place, bias-corrected at step ``t``), else heavy-ball momentum, else
+    SGD. Returns the new weights and momentum buffer."""
+    if v is not None:                      # Adam
+        m.mul_(0.9).add_(g, alpha=0.1)
+        v.mul_(0.999).addcmul_(g, g, value=0.001)
+        g = (m / (1 - 0.9 ** t)) / (v.div(1 - 0.999 ** t).sqrt_().add_(1e-8))
+    elif local.momentum:
+        m = local.momentum * m + g
+        g = m
+    return w - local.lr * g, m
+
+
 def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: LocalConfig,
                 hooks: ClientHooks | None = None, seed: int = 0, client_id: int = -1,
                 buffers: dict | None = None) -> ClientResult:
@@ -126,14 +141,7 @@ def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: Local
             g = g + hooks.prox_mu * (w - x)
         if hooks.correction is not None:
             g = g + hooks.correction
-        if v is not None:                      # Adam
-            m.mul_(0.9).add_(g, alpha=0.1)
-            v.mul_(0.999).addcmul_(g, g, value=0.001)
-            g = (m / (1 - 0.9 ** t)) / (v.div(1 - 0.999 ** t).sqrt_().add_(1e-8))
-        elif local.momentum:
-            m = local.momentum * m + g
-            g = m
-        w = w - local.lr * g
+        w, m = optimizer_step(w, g, m, v, t, local)
     return ClientResult(client_id, w - x, len(data), steps, total / steps, local.lr, local.momentum,
                         bufs if bufs else None)
 
