@@ -8,7 +8,11 @@ momentum is an inductance. Three small, separately tested pieces:
   (Forward and Backward Euler are first-order: LTE ~ dt^2, hence the square root.)
 * :func:`adaptive_step` — the retry loop around one step, shared by every client integrator.
 * :func:`euler_lte` — LTE estimate of one Euler step from the vector field at both ends,
-  LTE ~ (dt / 2) ||F(z_{n+1}) - F(z_n)||.
+  LTE ~ (dt / 2) ||F(z_{n+1}) - F(z_n)|| (2-norm, or the infinity norm the author's optimizer uses).
+* :func:`closed_form_step` — the first author's optimizer (ECCO-DNN, ``calcDeltat``) sets the step
+  in closed form instead of accepting or rejecting it:  dt = min(2 gamma / ||F_n - F_{n-1}||_inf, 0.5).
+* :func:`backward_euler_window` — the server node integrated over a window [0, T] in LTE-controlled
+  Backward-Euler sub-steps, driven by a time-varying forcing (FedECADO's multi-rate server).
 * :func:`no_overshoot_step` — the stability side of the step: dt <= C / g.
 * :func:`critical_inductance` and :func:`loop_sensitivity` — the client loop
   C dx/dt = -g (x - a) - I,  L dI/dt = x - x_c  (a linearised client of curvature g)
@@ -74,9 +78,54 @@ def adaptive_step(ctrl: StepController, dt: float, attempt, max_tries: int):
         dt = dt_next
 
 
-def euler_lte(dt: float, f_old: torch.Tensor, f_new: torch.Tensor) -> float:
-    """LTE of an Euler step: (dt / 2) ||F(z_{n+1}) - F(z_n)||."""
-    return 0.5 * dt * float(torch.linalg.vector_norm(f_new - f_old))
+def euler_lte(dt: float, f_old: torch.Tensor, f_new: torch.Tensor, norm: float = 2) -> float:
+    """LTE of an Euler step: (dt / 2) ||F(z_{n+1}) - F(z_n)|| (``norm`` 2 or ``math.inf``)."""
+    return 0.5 * dt * float(torch.linalg.vector_norm(f_new - f_old, ord=norm))
+
+
+def closed_form_step(gamma: float, f_new: torch.Tensor, f_old: torch.Tensor, cap: float = 0.5) -> float:
+    """dt = min(2 gamma / ||F_n - F_{n-1}||_inf, cap): the LTE bound solved for dt, no accept/reject.
+
+    As in the first author's ECCO-DNN optimizer (``calcDeltat``), from the velocities of two
+    consecutive steps; a step linear in gamma (the accept/reject controller's is ~ sqrt(gamma))."""
+    if not gamma > 0 or not cap > 0:
+        raise ValueError(f"need gamma > 0 and cap > 0, got {gamma}, {cap}")
+    d = float(torch.linalg.vector_norm(f_new - f_old, ord=math.inf))
+    return cap if not d > 0 else min(2.0 * gamma / d, cap)
+
+
+def backward_euler_window(forcing, sensitivity: float, t_end: float, h0: float, ctrl: StepController,
+                          capacitance: float = 1.0, norm: float = 2, max_steps: int = 64):
+    """Integrate C y' = F(tau) - G y from y(0) = 0 over [0, t_end] in Backward-Euler sub-steps.
+
+    ``forcing(tau)`` is the (time-varying) drive F, ``sensitivity`` G >= 0 the linearised response.
+    One sub-step of size h:  y+ = (y + (h/C) F(tau + h)) / (1 + h G / C); its LTE is
+    (h/2) ||v+ - v|| with v = (F - G y)/C, accepted when <= gamma and rescaled by ``ctrl``; the last
+    sub-step is shortened to end at t_end; after ``max_steps`` sub-steps the rest of the window is
+    taken in one step. Returns (y, the next h, sub-steps taken, rejected)."""
+    if not t_end > 0 or not h0 > 0:
+        raise ValueError(f"need t_end > 0 and h0 > 0, got {t_end}, {h0}")
+    c, G = capacitance, sensitivity
+    tau, h, y = 0.0, h0, None
+    f = forcing(0.0)
+    y = torch.zeros_like(f)
+    v = f / c
+    taken = rejected = 0
+    while tau < t_end * (1 - 1e-12):
+        last = taken + 1 >= max_steps
+        h = t_end - tau if last else min(h, t_end - tau)
+
+        def attempt(h):
+            f1 = forcing(tau + h)
+            y1 = (y + (h / c) * f1) / (1 + h * G / c)
+            v1 = (f1 - G * y1) / c
+            return (y1, v1, h), euler_lte(h, v, v1, norm)
+
+        (y, v, used), h_used, h_next, tries = adaptive_step(ctrl, h, attempt, 1 if last else 6)
+        tau += h_used
+        taken, rejected = taken + 1, rejected + tries - 1
+        h = h_next
+    return y, h, taken, rejected
 
 
 def no_overshoot_step(curvature: float | None, capacitance: float = 1.0) -> float:

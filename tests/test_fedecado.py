@@ -271,3 +271,71 @@ def test_sweep_returns_tidy_records_and_keeps_divergence():
     best = tuned(table).iloc[0]
     assert best["best"] == pytest.approx(0.405) and best["worst"] == pytest.approx(0.205)
     assert best["diverged"] == 1 and best["grid_size"] == 3
+
+
+# ---------------------------------------------------------------- the rebuilt pieces (issue: sources' forms)
+
+def test_closed_form_step_is_the_lte_bound_solved_for_dt():
+    from lib.dynamics import closed_form_step
+    f_old, f_new = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([1.5, -2.2, -0.5])   # max |dF| = 1.0
+    assert closed_form_step(0.1, f_new, f_old) == pytest.approx(2 * 0.1 / 1.0)
+    assert closed_form_step(10.0, f_new, f_old) == 0.5                              # ECCO-DNN's cap
+    assert closed_form_step(0.1, f_old, f_old, cap=0.3) == 0.3                      # no change: the cap
+    assert euler_lte(closed_form_step(0.1, f_new, f_old), f_old, f_new, norm=math.inf) == pytest.approx(0.1)
+
+
+def test_backward_euler_window_against_the_exact_solution():
+    from lib.dynamics import backward_euler_window
+    F, G, T = torch.tensor([2.0, -1.0]), 3.0, 1.5
+    exact = F / G * (1 - math.exp(-G * T))                     # C y' = F - G y, y(0) = 0, C = 1
+    y, _, n, _ = backward_euler_window(lambda tau: F, G, T, 0.5, StepController(1e-3))
+    assert torch.allclose(y, exact, rtol=1e-2) and 10 < n < 64
+    coarse = backward_euler_window(lambda tau: F, G, T, 0.5, StepController(1e-1))[0]
+    assert (coarse - exact).norm() > 3 * (y - exact).norm()          # a looser tolerance, a larger error
+    y1, _, n1, _ = backward_euler_window(lambda tau: F, G, T, 10.0, StepController(1e6))
+    assert n1 == 1 and torch.allclose(y1, F / (1 / T + G))   # one step over the window: the one-step server
+    # a forcing that only switches on halfway reaches less far than one on from the start
+    late = backward_euler_window(lambda tau: F * (tau > T / 2), G, T, 0.5, StepController(1e-3))[0]
+    assert torch.all(late.abs() < y.abs())
+
+
+def _residuals(gammas, **kw):
+    out = []
+    for g in gammas:
+        s = FedECADOAdaptive(gamma=g, **kw)
+        s.oracle = _quad_oracle
+        x, state = torch.zeros(3), s.init(torch.zeros(3), 3)
+        local = LocalConfig(lr=0.05, batch_size=1000, steps=1)
+        for t in range(300):
+            rs = []
+            for i, d in enumerate(QUAD):
+                hooks = s.configure_client(state, i)
+                hooks.num_steps = [3, 8, 20][i]
+                rs.append(s.local_update(None, x, d, local, hooks, seed=t * 10 + i, client_id=i))
+            x, state = s.aggregate(x, state, rs)
+        out.append(float(_global_gradient(x).norm()))
+    return torch.tensor(out)
+
+
+def test_a_simulated_time_window_removes_the_sensitivity_to_gamma():
+    # fixed step counts: the time clients cover shrinks with gamma, and so does progress per round;
+    # a fixed window (T_i = lr x steps_i): gamma only sets the integration accuracy
+    gammas = [1e-4, 1e-2, 1.0]
+    fixed = _residuals(gammas)
+    window = _residuals(gammas, window=True, lte="closed_form", server="window")
+    assert fixed.max() / fixed.min() > 1e5
+    assert window.max() / window.min() < 3 and window.max() < 1e-2
+
+
+def test_window_clients_cover_their_window_within_the_step_budget():
+    s = FedECADOAdaptive(gamma=1e-6, window=True, max_step_factor=2.0)
+    s.oracle = _quad_oracle
+    hooks = s.configure_client(s.init(torch.zeros(3), 1), 0)
+    hooks.num_steps = 4
+    r = s.local_update(None, torch.zeros(3), QUAD[0], LocalConfig(lr=0.05, batch_size=1000, steps=1), hooks, 0, 0)
+    assert r.extra["steps_taken"] == 8 and r.extra["window_reached"] < 1          # budget binds at tiny gamma
+    s2 = FedECADOAdaptive(gamma=1.0, window=True, lte="closed_form")
+    s2.oracle = _quad_oracle
+    r2 = s2.local_update(None, torch.zeros(3), QUAD[0], LocalConfig(lr=0.05, batch_size=1000, steps=1), hooks, 0, 0)
+    assert r2.extra["sim_time"] == pytest.approx(0.2) and r2.extra["window_reached"] == pytest.approx(1.0)
+    assert r2.extra["grad_evals"] == r2.extra["steps_taken"]                       # one gradient per step

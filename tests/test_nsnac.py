@@ -78,7 +78,32 @@ def test_restart_schedules():
     assert np.all(r["oracle"] == 3)                           # exactly the true change points
     W = arms[-1].block
     assert np.all(r["borl"] >= int(np.ceil(3000 / W)) - 1)    # at least one restart per block
-    assert out["borl_choices"].max() < len(out["borl_grid"])
+    assert out["borl_choices"]["borl"].shape == (int(np.ceil(3000 / W)), 2)
+    assert out["borl_choices"]["borl"].max() < len(out["borl_grid"])
+
+
+def test_borl_block_length_follows_cheung_et_al():
+    # BORL (Cheung, Simchi-Levi, Zhu 2020): H = 3 S^(2/3) A^(1/2) T^(1/2), written out here
+    T, S, A = 30_000, 5, 3
+    assert nsnac.borl_block(T, S, A) == int(np.ceil(3 * 5 ** (2 / 3) * 3 ** 0.5 * np.sqrt(30_000)))
+    assert 14 * np.sqrt(T) < nsnac.borl_block(T, S, A) < 16 * np.sqrt(T)
+    assert nsnac.borl_block(T, S, A, 0.5) == int(np.ceil(np.sqrt(T)))
+    assert nsnac.borl_block(100, 5, 3) == 100                 # never longer than the horizon
+    with pytest.raises(ValueError, match="cheung"):
+        nsnac.borl_block(T, S, A, "sqrt")
+
+
+def test_borl_variants_keep_their_own_bandits_and_restart_rules():
+    env = mdp.piecewise_mdp(T=2000, switches=1, games=2, seed=3)
+    never = [(env.T, 0.1, 0.5)] * 3                           # every setting: never restart on its own
+    arms = [nsnac.ArmSpec("borl", grid=never, block=250, block_restart=True, label="restart"),
+            nsnac.ArmSpec("borl", grid=never, block=400, block_restart=False, label="keep")]
+    out = nsnac.run_arms(env, arms, seed=0)
+    r = dict(zip(out["arms"], out["restarts"]))
+    assert np.all(r["restart"] == 2000 // 250 - 1) and np.all(r["keep"] == 0)
+    assert out["borl_choices"]["restart"].shape == (8, 2) and out["borl_choices"]["keep"].shape == (5, 2)
+    with pytest.raises(ValueError, match="distinct"):
+        nsnac.run_arms(env, [arms[0], arms[0]])
 
 
 def test_nac_is_near_optimal_on_a_stationary_mdp():

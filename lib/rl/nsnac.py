@@ -16,11 +16,17 @@ Arms (all run as one vectorized batch over games x arms):
     ``nsnac``      restart every N = ceil(c_N (T / Delta_T)^(5/6)) steps; alpha, beta from N
     ``nac``        the same learner without restarts (N = T)
     ``oracle``     restart exactly at the true change points (piecewise environments)
-    ``borl``       BORL-NS-NAC: blocks of W = ceil(T^block_exponent) steps (1/2 by default); EXP3
-                   picks, per block, one (N, alpha, beta) from a geometric grid N = T^(k/5) x three
-                   step-size scales, built without Delta_T; the block's mean reward (in [0, 1]) is
-                   the bandit feedback; the learner restarts at every block (``block_restart``,
-                   as in BORL) or keeps its state and only changes its settings.
+    ``borl``       BORL-NS-NAC: blocks of W steps; EXP3 picks, per block, one (N, alpha, beta) from a
+                   geometric grid N = T^(k/5) x three step-size scales, built without Delta_T; the
+                   block's mean reward (in [0, 1]) is the bandit feedback; the learner restarts at
+                   every block (``block_restart``, as BORL restarts its base learner) or keeps its
+                   state and only changes its settings. The block length follows Cheung,
+                   Simchi-Levi and Zhu's BORL (ICML 2020), W = ceil(3 |S|^(2/3) |A|^(1/2) T^(1/2))
+                   (``block="cheung"``, about 15 sqrt(T) at |S| = 5, |A| = 3), or W = ceil(T^e) for a
+                   number e (``block=0.5``: the bare sqrt(T) our first reconstruction used).
+
+Several BORL variants may share one run (each element of the batch keeps its own EXP3 weights);
+give them distinct ``label``s.
 """
 from __future__ import annotations
 
@@ -55,6 +61,17 @@ def borl_grid(T: int, size: int = 5):
     return sorted({int(np.ceil(T ** (k / size))) for k in range(1, size + 1)})
 
 
+def borl_block(T: int, S: int, A: int, block="cheung") -> int:
+    """BORL's block length W: ``"cheung"`` 3 S^(2/3) A^(1/2) sqrt(T) (Cheung et al.), or T^block for a number."""
+    if block == "cheung":
+        W = 3 * S ** (2 / 3) * A ** 0.5 * T ** 0.5
+    elif isinstance(block, (int, float)) and not isinstance(block, bool) and 0 < block <= 1:
+        W = T ** block
+    else:
+        raise ValueError(f"block must be 'cheung' or an exponent in (0, 1]; got {block!r}")
+    return int(np.clip(np.ceil(W), 1, T))
+
+
 @dataclass
 class ArmSpec:
     name: str
@@ -64,11 +81,19 @@ class ArmSpec:
     grid: list = field(default_factory=list)     # borl: [(N, alpha, beta), ...]
     block: int = 0                               # borl: W
     block_restart: bool = True                   # borl: restart the learner at every block (as BORL does)
+    label: str = ""                              # name in the results (defaults to name)
+
+    def __post_init__(self):
+        self.label = self.label or self.name
 
 
 def make_arms(env: NonStationaryMDP, arms=ARMS, c_N: float = 1.0, alpha0: float = 10.0, beta0: float = 1.0,
-              grid_size: int = 5, delta: float | None = None, block_exponent: float = 0.5, block_restart: bool = True) -> list[ArmSpec]:
-    """The four arms' settings for env; NS-NAC is told Delta_T (the mean over games unless given)."""
+              grid_size: int = 5, delta: float | None = None, block="cheung", block_restart: bool = True,
+              label: str = "") -> list[ArmSpec]:
+    """The four arms' settings for env; NS-NAC is told Delta_T (the mean over games unless given).
+
+    ``block`` and ``block_restart`` set BORL's block length (see ``borl_block``) and whether the
+    learner restarts at each block; ``label`` names the BORL arm in the results."""
     T = env.T
     unknown = set(arms) - set(ARMS)
     if unknown:
@@ -85,9 +110,10 @@ def make_arms(env: NonStationaryMDP, arms=ARMS, c_N: float = 1.0, alpha0: float 
             seg = int(np.max(np.diff(np.r_[env.starts, T])))
             out.append(ArmSpec("oracle", seg, *step_sizes(seg, alpha0, beta0)))
         else:
-            W = int(np.ceil(T ** block_exponent))
+            W = borl_block(T, *env.dims, block)
             grid = [(N, *step_sizes(N, a0 * alpha0, beta0)) for N in borl_grid(T, grid_size) for a0 in (0.3, 1.0, 3.0)]
-            out.append(ArmSpec("borl", W, grid=sorted(set(grid)), block=W, block_restart=block_restart))
+            out.append(ArmSpec("borl", W, grid=sorted(set(grid)), block=W, block_restart=block_restart,
+                               label=label or "borl"))
     return out
 
 
@@ -106,13 +132,18 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
     """Run every arm on every game of env, vectorized.
 
     Returns dict(t, regret (arms, G, points): cumulative dynamic regret at the steps t,
-    restarts (arms, G), arms, and for BORL borl_choices (blocks, G) and borl_grid). The steps t
-    are ``record_points`` geometric ones unless ``record_t`` (1-based step counts) is given.
+    restarts (arms, G), arms (their labels), and when BORL arms are present borl_choices
+    {label: (blocks, G) grid indices} and borl_grid). The steps t are ``record_points`` geometric
+    ones unless ``record_t`` (1-based step counts) is given.
     """
     if not arms:
         raise ValueError("no arms given")
-    if sum(a.name == "borl" for a in arms) > 1:
-        raise ValueError("at most one BORL arm per run (they would share one bandit); run variants separately")
+    labels = [a.label for a in arms]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"arm labels must be distinct, got {labels}")
+    borls = [a for a in arms if a.name == "borl"]
+    if len({len(a.grid) for a in borls}) > 1:
+        raise ValueError("BORL arms in one run need grids of equal size")
     rng = np.random.default_rng(seed)
     G = env.P.shape[0]
     S, A = env.dims
@@ -124,16 +155,17 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
     beta = np.array([arms[i].beta for i in arm_of])
     is_oracle = np.array([arms[i].name == "oracle" for i in arm_of])
     is_borl = np.array([arms[i].name == "borl" for i in arm_of])
-    borl = next((a for a in arms if a.name == "borl"), None)
-    if borl is not None:
-        M = len(borl.grid)
-        grid = np.array(borl.grid)                      # (M, 3)
-        nb = int(np.ceil(env.T / borl.block))
-        gamma = min(1.0, np.sqrt(M * np.log(M) / ((np.e - 1) * nb)))
+    if borls:                                           # one EXP3 bandit per batch element
+        M = len(borls[0].grid)
+        grid = np.array([arms[i].grid if arms[i].name == "borl" else borls[0].grid for i in arm_of])  # (E, M, 3)
+        W = np.array([arms[i].block if arms[i].name == "borl" else env.T + 1 for i in arm_of])
+        block_restart = np.array([arms[i].name == "borl" and arms[i].block_restart for i in arm_of])
+        nb = np.ceil(env.T / W)
+        gamma = np.minimum(1.0, np.sqrt(M * np.log(M) / ((np.e - 1) * nb)))[:, None]
         logw = np.zeros((E, M))
         choice = np.zeros(E, int)
         block_reward = np.zeros(E)
-        choices = []
+        choices = {a.label: [] for a in borls}
     theta, Q, eta = np.zeros((E, S, A)), np.zeros((E, S, A)), np.zeros(E)
     since = np.zeros(E)
     restarts = np.zeros(E, int)
@@ -154,20 +186,24 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
         reset = since >= N
         if t in change:
             reset |= is_oracle
-        if borl is not None and t % borl.block == 0:
-            if t > 0:                                   # EXP3 update with the finished block's mean reward
-                x = block_reward / borl.block
-                p = (1 - gamma) * _softmax(logw) + gamma / M
-                logw[ar, choice] += gamma * x / p[ar, choice] / M
+        new_block = is_borl & (t % W == 0) if borls else None
+        if borls and new_block.any():
             p = (1 - gamma) * _softmax(logw) + gamma / M
-            choice = _sample(rng, p)
-            choices.append(choice[is_borl].copy())
-            N = np.where(is_borl, grid[choice, 0], N)
-            alpha = np.where(is_borl, grid[choice, 1], alpha)
-            beta = np.where(is_borl, grid[choice, 2], beta)
-            block_reward[:] = 0
-            if borl.block_restart:
-                reset |= is_borl
+            if t > 0:                                   # EXP3 update with the finished block's mean reward
+                x = block_reward / W
+                upd = new_block * gamma[:, 0] * x / p[ar, choice] / M
+                logw[ar, choice] += upd
+                p = (1 - gamma) * _softmax(logw) + gamma / M
+            choice = np.where(new_block, _sample(rng, p), choice)
+            for j, arm in enumerate(arms):
+                if arm.name == "borl" and t % arm.block == 0:
+                    choices[arm.label].append(choice[arm_of == j].copy())
+            pick = grid[ar, choice]                     # (E, 3)
+            N = np.where(new_block, pick[:, 0], N)
+            alpha = np.where(new_block, pick[:, 1], alpha)
+            beta = np.where(new_block, pick[:, 2], beta)
+            block_reward[new_block] = 0
+            reset |= new_block & block_restart
         if reset.any():
             restarts += reset & (t > 0)
             theta[reset], Q[reset], eta[reset], since[reset] = 0.0, 0.0, 0.0, 0
@@ -182,19 +218,26 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
         delta = r - eta + Q[ar, s2, a2] - Q[ar, s, a]
         Q[ar, s, a] += beta * delta
         theta[ar, s] += alpha[:, None] * Q[ar, s]
-        if borl is not None:
+        if borls:
             block_reward += r
         since += 1
         s, a = s2, a2
         while ri < len(rec_t) and rec_t[ri] == t + 1:
             regret[:, ri] = cum
             ri += 1
-    out = {"t": rec_t, "regret": regret.reshape(len(arms), G, -1), "arms": [x.name for x in arms],
+    out = {"t": rec_t, "regret": regret.reshape(len(arms), G, -1), "arms": labels,
            "restarts": restarts.reshape(len(arms), G)}
-    if borl is not None:
-        out["borl_choices"] = np.array(choices)
-        out["borl_grid"] = borl.grid
+    if borls:
+        out["borl_choices"] = {k: np.array(v) for k, v in choices.items()}
+        out["borl_grid"] = borls[0].grid
     return out
+
+
+def borl_variants(env: NonStationaryMDP) -> list[ArmSpec]:
+    """BORL with the bare sqrt(T) block ("borl_sqrt") and with Cheung's block but no restart at block
+    boundaries ("borl_keep"): the two ablations of the main BORL arm (Cheung's block, restarts)."""
+    return (make_arms(env, ["borl"], block=0.5, label="borl_sqrt")
+            + make_arms(env, ["borl"], block_restart=False, label="borl_keep"))
 
 
 def final_regret(kind: str, T: int, knob: float, S: int, A: int, games: int, seed: int = 0):
@@ -202,11 +245,9 @@ def final_regret(kind: str, T: int, knob: float, S: int, A: int, games: int, see
 
     ``kind="piecewise"``: ``knob`` switches over the horizon, arms NS-NAC, NAC, oracle restarts, BORL;
     ``kind="drift"``: ``knob`` drift cycles, arms NS-NAC, NAC, BORL (no change points for an oracle).
-    Both add BORL with blocks of T^(3/4) ("borl_long"). Columns: arm, game, t, regret, kind, T, knob,
+    Both add the BORL ablations of ``borl_variants``. Columns: arm, game, t, regret, kind, T, knob,
     delta_T (each environment's own variation budget).
     """
-    import pandas as pd
-
     from .. import regret
     from . import mdp
     if kind == "drift":
@@ -217,10 +258,8 @@ def final_regret(kind: str, T: int, knob: float, S: int, A: int, games: int, see
         arm_list = list(ARMS)
     else:
         raise ValueError(f"kind must be 'piecewise' or 'drift', got {kind!r}")
-    o = run_arms(e, make_arms(e, arm_list), seed=seed + 7, desc=f"09 {kind} T={T} k={knob}")
-    o2 = run_arms(e, make_arms(e, ["borl"], block_exponent=0.75), seed=seed + 7)
-    df = pd.concat([regret.to_frame(o["t"], o["regret"], {}, ("arm", "game"), {"arm": o["arms"]}),
-                    regret.to_frame(o2["t"], o2["regret"], {}, ("arm", "game"), {"arm": ["borl_long"]})])
+    o = run_arms(e, make_arms(e, arm_list) + borl_variants(e), seed=seed + 7, desc=f"09 {kind} T={T} k={knob}")
+    df = regret.to_frame(o["t"], o["regret"], {}, ("arm", "game"), {"arm": o["arms"]})
     final = df[df.t == T].assign(kind=kind, T=T, knob=knob)
     final["delta_T"] = final.game.map(dict(enumerate(e.variation())))
     return final
