@@ -338,4 +338,4 @@ def test_window_clients_cover_their_window_within_the_step_budget():
     s2.oracle = _quad_oracle
     r2 = s2.local_update(None, torch.zeros(3), QUAD[0], LocalConfig(lr=0.05, batch_size=1000, steps=1), hooks, 0, 0)
     assert r2.extra["sim_time"] == pytest.approx(0.2) and r2.extra["window_reached"] == pytest.approx(1.0)
-    assert r2.extra["grad_evals"] == r2.extra["steps_taken"]                       # one gradient per step
+    assert r2.extra["grad_evals"] == 2 * r2.extra["steps_taken"] and r2.extra["rejected"] == 0   # no retries

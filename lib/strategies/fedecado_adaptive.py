@@ -31,7 +31,8 @@ a time (notebook 04 compares them over the same gamma grid):
   time they cover shrinks with gamma.
 * ``lte="closed_form"`` — the step as the first author's ECCO-DNN optimizer sets it (``calcDeltat``):
   dt = min(2 gamma / ||F_n - F_{n-1}||_inf, ``dt_cap``) from two consecutive steps' velocities, no
-  accept/reject loop and no second gradient; the curvature then comes from consecutive steps too.
+  accept/reject loop. The curvature estimate keeps its second gradient on the same batch (a secant
+  across consecutive batches feeds batch noise back into dt through dt <= C/g and collapses it).
   Default ``"rejection"``: the 2-norm LTE test above with sqrt rescaling and a second gradient.
 * ``server="window"`` — the server node integrated as FedECADO does, by Backward Euler over the
   window [0, max_i T_i] in LTE-controlled sub-steps, each client's flow interpolated linearly in
@@ -113,7 +114,7 @@ class FedECADOAdaptive(Strategy):
         g_hat = hooks.state["curvature"]
         dt = min(hooks.state["dt"], no_overshoot_step(g_hat, c))
         sim_time, evals, rejected, total, taken = 0.0, 0, 0, 0.0, 0
-        prev = None                                    # closed form: (x, gradient, velocity) of the last step
+        prev = None                                    # closed form: the last step's velocity F
 
         def field(grad, x_, i_, ind):
             return torch.cat([(-grad - i_) / c, (x_ - x_c) / ind if ind else torch.zeros_like(x_)])
@@ -133,12 +134,14 @@ class FedECADOAdaptive(Strategy):
             f0 = field(g0, x, flow, ind)
             if closed:                                 # ECCO-DNN: dt from two consecutive velocities
                 if prev is not None:
-                    secant(g0, prev[1], x, prev[0])
-                    dt = closed_form_step(self.gamma, f0, prev[2], self.dt_cap)
+                    dt = closed_form_step(self.gamma, f0, prev, self.dt_cap)
                 dt = min(dt, no_overshoot_step(g_hat, c), t_window - sim_time)
                 x1 = x + dt * f0[: x.numel()]
                 i1 = flow + (dt / ind) * (x1 - x_c) if ind else flow
-                prev = (x, g0, f0)
+                prev = f0
+                g1 = grad(x1, idx)[1]                  # curvature on the same batch, as in the default
+                evals += 1
+                secant(g1, g0, x1, x)
             else:
                 dt = min(dt, t_window - sim_time)
 
