@@ -563,13 +563,18 @@ class TextSplit:
 def load_text(name: str, data_dir: str | Path | None = None, download: bool | None = None
               ) -> tuple[TextSplit, TextSplit]:
     """``(train, test)`` raw texts of a text classification task: the BIG-bench tasks in ``BIGBENCH_TEXT``
-    (a stratified 80/20 split, seed 0; BIG-bench ships them as one evaluation set) and AG News."""
+    (a stratified 80/20 split, seed 0; BIG-bench ships them as one evaluation set), AG News, and
+    ``multiemo_domain`` (MultiEmo's sentences labelled by review domain: a second task on the same texts)."""
     root = Path(data_dir) if data_dir is not None else paths.data_dir()
     download = (not offline()) if download is None else download
     if name in ("ag_news", "ag_news_testsplit"):
         return _ag_text(name, root, download)
+    if name == "multiemo_domain":                 # the same sentences, labelled by their review domain
+        relabel = lambda sp: TextSplit(sp.texts, np.searchsorted(np.unique(sp.groups), sp.groups),  # noqa: E731
+                                       [str(g) for g in np.unique(sp.groups)], sp.groups, name)
+        return tuple(relabel(sp) for sp in load_text("multiemo", data_dir, download))
     if name not in BIGBENCH_TEXT:
-        raise ValueError(f"unknown text task {name!r}; known: {', '.join(sorted([*BIGBENCH_TEXT, 'ag_news', 'ag_news_testsplit']))}")
+        raise ValueError(f"unknown text task {name!r}; known: {', '.join(sorted([*BIGBENCH_TEXT, 'ag_news', 'ag_news_testsplit', 'multiemo_domain']))}")
     files, classes, _ = BIGBENCH_TEXT[name]
     texts, labels, groups = [], [], []
     for group, path in zip(files, _bigbench_files(root, list(files.values()), download)):

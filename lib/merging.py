@@ -1,12 +1,13 @@
 """Model merging: task vectors, data-free merging operators, and FlexMerge's block-wise greedy grouping
-(issue: FlexMerge chapter; notebook 07 is not written yet).
+(notebook 07).
 
 Task vectors of M models fine-tuned from one pre-trained model theta_0: tau_m = theta_m - theta_0, as
 rows of an [M x P] matrix. Operators map a group's task vectors to one merged task vector:
 
 =========== ===============================================================================================
 average     mean_m tau_m
-task_arith  lambda * sum_m tau_m                                            (Ilharco et al.; lambda 0.3-1.5)
+task_arith  lambda * sum_m tau_m (Ilharco et al.), or lambda * mean_m tau_m (``reduce="mean"``, as FlexMerge's
+            code merges a group, with lambda = 1.5 by default)
 ties        trim: keep each tau_m's top-k% entries by magnitude; elect: sign of sum_m trimmed tau_m per
             entry; disjoint mean: mean over the m whose trimmed entry has the elected sign; times lambda
             (Yadav et al.)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -40,18 +42,27 @@ def average(taus: torch.Tensor) -> torch.Tensor:
     return taus.mean(0)
 
 
-def task_arithmetic(taus: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    return lam * taus.sum(0)
+def task_arithmetic(taus: torch.Tensor, lam: float = 1.0, reduce: str = "sum") -> torch.Tensor:
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    return lam * (taus.sum(0) if reduce == "sum" else taus.mean(0))
 
 
-def ties(taus: torch.Tensor, k: float = 0.2, lam: float = 1.0) -> torch.Tensor:
-    """TIES-merging: trim to the top ``k`` fraction by magnitude per task vector, elect signs, disjoint mean."""
+def trim(taus: torch.Tensor, k: float = 0.2) -> torch.Tensor:
+    """Keep each task vector's top ``k`` fraction of entries by magnitude, zero the rest (TIES' trim step).
+
+    Applied to whole task vectors it is FlexMerge's "global trimming", done once before any grouping."""
     if not 0 < k <= 1:
         raise ValueError(f"k (the fraction kept) must be in (0, 1], got {k}")
-    P = taus.shape[1]
-    keep = max(1, int(round(k * P)))
+    keep = max(1, int(round(k * taus.shape[1])))
     thresh = taus.abs().topk(keep, dim=1).values[:, -1:]             # per task vector
-    trimmed = torch.where(taus.abs() >= thresh, taus, torch.zeros_like(taus))
+    return torch.where(taus.abs() >= thresh, taus, torch.zeros_like(taus))
+
+
+def ties(taus: torch.Tensor, k: float | None = 0.2, lam: float = 1.0) -> torch.Tensor:
+    """TIES-merging: trim to the top ``k`` fraction by magnitude per task vector (``k=None``: already
+    trimmed, e.g. globally), elect signs, disjoint mean, times ``lam``."""
+    trimmed = taus if k is None else trim(taus, k)
     sign = torch.sign(trimmed.sum(0))
     agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
     count = agree.sum(0).clamp_min(1)
@@ -139,12 +150,110 @@ def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float,
 
 
 def merged_model(theta0: torch.Tensor, taus: torch.Tensor, block_slices: list[slice], groups, task: int,
-                 operator: str = "task_arith", **op_kwargs) -> torch.Tensor:
-    """The flat parameters task ``task`` uses: in every block, theta_0 plus its group's merged vector."""
+                 operator: str = "task_arith", keep_singletons: bool = False, **op_kwargs) -> torch.Tensor:
+    """The flat parameters task ``task`` uses: in every block, theta_0 plus its group's merged vector.
+
+    ``keep_singletons``: a group of one keeps its task vector unchanged (FlexMerge's code merges only
+    when two groups join; an operator's lambda never touches an unmerged block)."""
     if operator not in OPERATORS:
         raise ValueError(f"unknown merging operator {operator!r}; known: {', '.join(OPERATORS)}")
     out = theta0.clone()
     for sl, block_groups in zip(block_slices, groups):
         grp = next(gr for gr in block_groups if task in gr)
-        out[sl] = theta0[sl] + OPERATORS[operator](taus[grp][:, sl], **op_kwargs)
+        if keep_singletons and len(grp) == 1:
+            out[sl] = theta0[sl] + taus[grp[0], sl]
+        else:
+            out[sl] = theta0[sl] + OPERATORS[operator](taus[:, sl][grp], **op_kwargs)
     return out
+
+
+def whole_model_groups(taus: torch.Tensor, block_slices: list[slice], n_models: int, linkage: str = "single"):
+    """The whole-model clustering baseline: the M task vectors grouped into ``n_models`` clusters by the same
+    greedy agglomeration on whole vectors, one grouping shared by every block (size n_models x)."""
+    groups = flexmerge(taus, [slice(0, taus.shape[1])], n_models, linkage=linkage)[0]
+    return [[list(g) for g in groups] for _ in block_slices]
+
+
+def size_of(groups, block_slices: list[slice]) -> float:
+    """A grouping's size as a multiple of one model (group vectors kept, counted over the blocks)."""
+    sizes = [sl.stop - sl.start for sl in block_slices]
+    return sum(len(g) * s for g, s in zip(groups, sizes)) / sum(sizes)
+
+
+def param_blocks(module, units: list[str], split: dict[str, int] | None = None) -> tuple[list[str], list[slice]]:
+    """Merge units of a module's trainable parameters, in the flat order of ``FlatModel``: consecutive
+    parameters whose name contains the same entry of ``units`` (e.g. per transformer layer "attention.self.query",
+    ..., "output.dense") form one block; a parameter matching none joins the block before it. ``split`` cuts a
+    unit into that many contiguous, near-equal chunks (FlexMerge's code splits MLPs into groups the same way;
+    for a row-major weight a chunk is a set of output neurons)."""
+    names, slices, start, pos = [], [], 0, 0
+    current = None
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = next((part for part in name.split(".") if part.isdigit()), "")
+        key = next((u for u in units if u in name), None)
+        if key is not None:
+            key = f"{layer}:{key}" if layer else key
+        if key is not None and key != current:
+            if current is not None:
+                names.append(current)
+                slices.append(slice(start, pos))
+            current, start = key, pos
+        pos += p.numel()
+    if current is not None:
+        names.append(current)
+        slices.append(slice(start, pos))
+    if split:
+        out_n, out_s = [], []
+        for n, sl in zip(names, slices):
+            k = next((v for u, v in split.items() if n.endswith(":" + u) or n == u), 1)
+            cuts = np.linspace(sl.start, sl.stop, k + 1).round().astype(int)
+            out_n += [n if k == 1 else f"{n}[{i}]" for i in range(k)]
+            out_s += [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+        names, slices = out_n, out_s
+    return names, slices
+
+
+def size_curve(theta0: torch.Tensor, taus: torch.Tensor, block_slices: list[slice], sizes, evaluate_task,
+               runs: list[dict], seed: int = 0):
+    """Per-task accuracy of merged models across model sizes: one row per (run, size, task).
+
+    ``runs``: dicts with ``order`` ("greedy", "left-right", "right-left", "random" or "whole-model"),
+    ``operator`` and optional ``linkage`` and operator keywords (``lam``, ``reduce``, ``k``); every run keeps
+    singletons unmerged. ``evaluate_task(task, flat)`` returns the accuracy of task ``task`` with the merged
+    parameters ``flat``. Whole-model clustering has integer sizes only (it skips the others)."""
+    from .utils import progress
+    M = taus.shape[0]
+    rows = []
+    jobs = [(r, s) for r in runs for s in sizes if not (r["order"] == "whole-model" and float(s) != int(s))]
+    for run, size in progress(jobs, desc="merging"):
+        kw = {k: v for k, v in run.items() if k not in ("order", "operator", "linkage", "label")}
+        linkage = run.get("linkage", "single")
+        if run["order"] == "whole-model":
+            groups = whole_model_groups(taus, block_slices, int(size), linkage)
+        else:
+            groups = flexmerge(taus, block_slices, size, linkage=linkage, order=run["order"], seed=seed)
+        actual = size_of(groups, block_slices)
+        for m in range(M):
+            w = merged_model(theta0, taus, block_slices, groups, m, run["operator"], keep_singletons=True, **kw)
+            rows.append({"label": run.get("label", f"{run['order']} / {run['operator']}"), "order": run["order"],
+                         "operator": run["operator"], "linkage": linkage, "target_size": float(size),
+                         "size": actual, "task": m, "accuracy": evaluate_task(m, w)})
+    return rows
+
+
+def unmerged_longest(block_names: list[str], taus: torch.Tensor, block_slices: list[slice], linkage: str = "single"):
+    """The greedy order's merge step at which each block first loses a group (later = kept apart longer)."""
+    blocks = [BlockGroups(taus[:, sl]) for sl in block_slices]
+    best = [b.best_pair(linkage) for b in blocks]
+    first = {}
+    step = 0
+    while any(len(b.groups) > 1 for b in blocks):
+        k = max((k for k, b in enumerate(blocks) if len(b.groups) > 1), key=lambda k: best[k][0])
+        first.setdefault(block_names[k], step)
+        _, i, j = best[k]
+        blocks[k].merge(i, j)
+        best[k] = blocks[k].best_pair(linkage)
+        step += 1
+    return first

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from lib import merging
 from lib.merging import average, dare, flexmerge, merged_model, task_arithmetic, task_vectors, ties
 
 
@@ -74,3 +75,88 @@ def test_merged_model_uses_each_tasks_group_per_block():
     assert torch.equal(tv, taus)
     with pytest.raises(ValueError, match="unknown merging operator"):
         merged_model(theta0, taus, blocks, groups, 0, operator="magic")
+
+
+# ---------------------------------------------------------------- as FlexMerge's code merges (notebook 07)
+
+def test_task_arithmetic_mean_is_lambda_times_the_mean():
+    taus = torch.tensor([[1.0, 2.0], [3.0, -2.0]])
+    assert torch.allclose(merging.task_arithmetic(taus, 1.5, reduce="mean"), torch.tensor([3.0, 0.0]))
+    assert torch.allclose(merging.task_arithmetic(taus, 1.5), torch.tensor([6.0, 0.0]))
+    with pytest.raises(ValueError, match="reduce"):
+        merging.task_arithmetic(taus, reduce="max")
+
+
+def test_global_trim_then_ties_without_trim():
+    taus = torch.tensor([[4.0, -1.0, 0.5, 3.0], [-2.0, 1.0, 5.0, 0.1]])
+    t = merging.trim(taus, 0.5)                                   # two largest magnitudes of each row
+    assert torch.equal(t, torch.tensor([[4.0, 0.0, 0.0, 3.0], [-2.0, 0.0, 5.0, 0.0]]))
+    # elect: signs of the column sums (+, 0, +, +); disjoint mean over the agreeing entries
+    assert torch.allclose(merging.ties(t, k=None), torch.tensor([4.0, 0.0, 5.0, 3.0]))
+
+
+def test_singletons_keep_their_task_vector_and_sizes_count_groups():
+    theta0 = torch.zeros(4)
+    taus = torch.tensor([[1.0, 1.0, 2.0, 2.0], [3.0, 3.0, -2.0, -2.0]])
+    blocks = [slice(0, 2), slice(2, 4)]
+    groups = [[[0, 1]], [[0], [1]]]                               # block 0 merged, block 1 kept apart
+    w = merging.merged_model(theta0, taus, blocks, groups, 1, "task_arith", keep_singletons=True, lam=1.5,
+                             reduce="mean")
+    assert torch.allclose(w, torch.tensor([3.0, 3.0, -2.0, -2.0]))
+    assert merging.size_of(groups, blocks) == 1.5
+    whole = merging.whole_model_groups(taus, blocks, 1)
+    assert whole == [[[0, 1]], [[0, 1]]] and merging.size_of(whole, blocks) == 1.0
+
+
+def test_param_blocks_follow_the_flat_order_of_a_transformer_layer():
+    from torch import nn
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.ModuleDict({"self": nn.ModuleDict({"query": nn.Linear(2, 2), "key": nn.Linear(2, 2)}),
+                                            "output": nn.ModuleDict({"dense": nn.Linear(2, 2), "LayerNorm": nn.LayerNorm(2)})})
+            self.output = nn.ModuleDict({"dense": nn.Linear(2, 3)})
+
+    layers = nn.ModuleList([Layer(), Layer()])
+    names, slices = merging.param_blocks(layers, ["attention.self.query", "attention.self.key", "attention.output", "output"])
+    assert names == ["0:attention.self.query", "0:attention.self.key", "0:attention.output", "0:output",
+                     "1:attention.self.query", "1:attention.self.key", "1:attention.output", "1:output"]
+    assert [s.stop - s.start for s in slices][:4] == [6, 6, 10, 9]
+    assert slices[-1].stop == sum(p.numel() for p in layers.parameters())
+
+
+def test_flexmerge_end_points_monotone_size_determinism_and_errors():
+    g = torch.Generator().manual_seed(0)
+    M, theta0 = 4, torch.randn(30, generator=g)
+    thetas = theta0 + torch.randn(M, 30, generator=g)
+    taus = task_vectors(theta0, thetas)
+    blocks = [slice(0, 10), slice(10, 18), slice(18, 30)]
+    ta = {"operator": "task_arith", "lam": 1.5, "reduce": "mean", "keep_singletons": True}
+    full = flexmerge(taus, blocks, M)                              # Mx: nothing merged
+    for m in range(M):
+        assert torch.allclose(merged_model(theta0, taus, blocks, full, m, **ta), thetas[m])
+    one = flexmerge(taus, blocks, 1)                               # 1x: the operator on the whole models
+    for m in range(M):
+        assert torch.allclose(merged_model(theta0, taus, blocks, one, m, **ta), theta0 + 1.5 * taus.mean(0))
+    sizes = [merging.size_of(flexmerge(taus, blocks, s), blocks) for s in (4, 3.5, 3, 2.5, 2, 1.5, 1)]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 4 and sizes[-1] == 1
+    assert all(a <= t + 1e-9 for a, t in zip(sizes, (4, 3.5, 3, 2.5, 2, 1.5, 1)))   # never above the target
+    r1 = flexmerge(taus, blocks, 2, order="random", seed=3)
+    assert r1 == flexmerge(taus, blocks, 2, order="random", seed=3)
+    with pytest.raises(ValueError, match="between 1 and M"):
+        flexmerge(taus, blocks, 5)
+    with pytest.raises(ValueError, match="fine-tuned vectors"):
+        task_vectors(theta0, torch.randn(M, 31))                   # a model of another architecture
+
+
+def test_size_curve_rows_and_whole_model_integer_sizes():
+    g = torch.Generator().manual_seed(1)
+    taus = torch.randn(3, 12, generator=g)
+    blocks = [slice(0, 6), slice(6, 12)]
+    ev = lambda m, w: float(w.sum())                               # noqa: E731  (any function of the weights)
+    rows = merging.size_curve(torch.zeros(12), taus, blocks, [1, 1.5, 3], ev,
+                              [{"order": "greedy", "operator": "average"}, {"order": "whole-model", "operator": "average"}])
+    assert len(rows) == 3 * 3 + 2 * 3                              # whole-model skips 1.5x
+    at3 = [r for r in rows if r["target_size"] == 3.0 and r["order"] == "greedy"]
+    assert [r["accuracy"] for r in at3] == pytest.approx([float(t.sum()) for t in taus])   # Mx: every model itself

@@ -104,6 +104,14 @@ def subsample(split: TextSplit, per_group: int | None, seed: int) -> TextSplit:
     return TextSplit([split.texts[i] for i in idx], split.labels[idx], split.classes, split.groups[idx], split.name)
 
 
+def sample(split: TextSplit, n: int | None, seed: int) -> TextSplit:
+    """``n`` examples drawn at random without replacement (seeded, kept in their original order), or all."""
+    if n is None or n >= len(split):
+        return split
+    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:n])
+    return TextSplit([split.texts[i] for i in idx], split.labels[idx], split.classes, split.groups[idx], split.name)
+
+
 def group_partition(groups) -> list[np.ndarray]:
     """Natural clients: one client per group (e.g. multiemo's review domains), in sorted group order."""
     groups = np.asarray(groups)
