@@ -225,6 +225,25 @@ class SentenceEncoder:
                 out.append(emb.float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
+    def layer_embeddings(self, texts: list[str], batch_size: int = 64):
+        """``(emb, tokens)``: [n, layers + 1, d] mean-pooled hidden states of every layer (0 = the
+        embeddings), not normalised, and the number of tokens of each text (after truncation)."""
+        import torch
+
+        from .utils import progress
+        if isinstance(texts, str):
+            raise TypeError("layer_embeddings expects a list of strings, got one string")
+        out, lens = [], []
+        with torch.no_grad():
+            for i in progress(range(0, len(texts), batch_size), desc=f"layers of {self.src.name}"):
+                batch = self.tokenizer(list(texts[i: i + batch_size]), padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                hs = torch.stack(self.model(**batch, output_hidden_states=True).hidden_states, 1)
+                mask = batch["attention_mask"][:, None, :, None].to(hs.dtype)
+                out.append(((hs * mask).sum(2) / mask.sum(2).clamp(min=1e-9)).float().cpu())
+                lens.append(batch["attention_mask"].sum(1).cpu())
+        return torch.cat(out), torch.cat(lens)
+
 
 def sentence_encoder(name: str = "minilm", device=None, max_length: int = 128) -> SentenceEncoder:
     path, src, _ = _local_or_hub(name)

@@ -116,19 +116,86 @@ def accuracy_cost_curve(est_acc: torch.Tensor, true_correct: torch.Tensor, costs
     return np.asarray(cs)[order], np.asarray(acc)[order]
 
 
+def envelope(cost: np.ndarray, acc: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The best accuracy reachable at or below each cost of ``grid`` (the curve's upper envelope: a
+    router can always spend less than its budget); 0 below the cheapest point."""
+    cost, acc = np.asarray(cost, float), np.asarray(acc, float)
+    return np.array([acc[cost <= c + 1e-12].max() if (cost <= c + 1e-12).any() else 0.0 for c in grid])
+
+
 def auc_n(cost: np.ndarray, acc: np.ndarray, cost_range: tuple[float, float]) -> float:
-    """Area under the accuracy-cost curve over ``cost_range`` (the curve held flat beyond its ends, as a
-    step function would be), divided by the range: in % of always-correct routing."""
+    """Area under the accuracy-cost curve's envelope over ``cost_range``, divided by the range: in % of
+    always-correct routing."""
     lo, hi = cost_range
     if not hi > lo:
         raise ValueError(f"the cost range must have hi > lo, got {cost_range}")
     grid = np.linspace(lo, hi, 512)
-    # best accuracy reachable at or below each cost (the curve's upper envelope, non-decreasing)
-    env = np.array([acc[cost <= c].max() if (cost <= c).any() else 0.0 for c in grid])
-    return float(100 * np.trapezoid(env, grid) / (hi - lo))
+    return float(100 * np.trapezoid(envelope(cost, acc, grid), grid) / (hi - lo))
 
 
 def jaccard_top(a: np.ndarray, b: np.ndarray, z: int) -> float:
     """Jaccard overlap of the top-z models by two score vectors (e.g. accuracy on outliers vs inliers)."""
     ta, tb = set(np.argsort(-a)[:z].tolist()), set(np.argsort(-b)[:z].tolist())
     return len(ta & tb) / len(ta | tb)
+
+
+def auc_by_group(est_acc: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor, groups: dict, lambdas,
+                 cost_range: tuple[float, float], grid=None) -> dict:
+    """AUC_n of one router's estimates on each group of queries (``groups``: name -> boolean mask);
+    with a cost ``grid``, also each group's envelope on it (key ``"curve <group>"``)."""
+    out = {}
+    for name, mask in groups.items():
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if not mask.any():
+            raise ValueError(f"group {name!r} has no queries")
+        c, a = accuracy_cost_curve(est_acc[mask], correct[mask], costs, lambdas)
+        out[name] = auc_n(c, a, cost_range)
+        if grid is not None:
+            out[f"curve {name}"] = envelope(c, a, grid).tolist()
+    return out
+
+
+def leave_task_out(emb: torch.Tensor, correct, task, costs, outlier: int, router_train, *, router: str, k: int,
+                   inv_tau: float, inv_taus=(), lambdas=None, few_shot: int = 0, seed: int = 0) -> list[dict]:
+    """One Leave-Task-Out split: the outlier task's queries are missing from Base's and Prox's training
+    queries (``few_shot > 0``: all but that many of them, the paper's Few-Shot-Outlier split) and present
+    in AllSee's; each router is scored (AUC_n) on the held-out queries, split into
+    outlier, inlier and overall. ``router``: "kmeans" (Base = hard nearest centroid) or "knn" (Base =
+    plain kNN average); Prox uses ``1/tau = inv_tau``; ``inv_taus`` adds a Prox curve over 1/tau.
+
+    ``costs`` are per model; the cost range of AUC_n is [cheapest, dearest] model. Base, Prox and AllSee rows
+    carry each group's envelope on 40 costs across that range ("curve <group>")."""
+    correct = torch.as_tensor(np.asarray(correct), dtype=torch.float64)
+    costs = torch.as_tensor(np.asarray(costs), dtype=torch.float64)
+    task, router_train = np.asarray(task), np.asarray(router_train, bool)
+    lambdas = np.concatenate([[0.0], np.logspace(-3, 2, 60) / float(costs.max())]) if lambdas is None else lambdas
+    test = ~router_train
+    groups = {"outlier": test & (task == outlier), "inlier": test & (task != outlier), "overall": test}
+    cost_range = (float(costs.min()), float(costs.max()))
+    grid = np.linspace(*cost_range, 40)
+
+    def fit(mask):
+        x, y = emb[torch.as_tensor(mask)], correct[torch.as_tensor(mask)]
+        if router == "kmeans":
+            return KMeansRouter(x, y, min(k, int(mask.sum())), seed=seed)
+        if router == "knn":
+            return KNNRouter(x, y, min(k, int(mask.sum())))
+        raise ValueError(f"router must be 'kmeans' or 'knn', got {router!r}")
+
+    seen_mask = router_train & (task != outlier)
+    if few_shot:
+        ix = np.flatnonzero(router_train & (task == outlier))
+        if few_shot > len(ix):
+            raise ValueError(f"few_shot={few_shot} but the outlier task has {len(ix)} training queries")
+        seen_mask[np.random.default_rng(seed).choice(ix, few_shot, replace=False)] = True
+    seen = fit(seen_mask)
+    allsee = fit(router_train)
+    base_tau = 0 if router == "kmeans" else float("inf")
+    rows = []
+    for name, r, tau in [("Base", seen, base_tau), ("Prox", seen, 1.0 / inv_tau), ("AllSee", allsee, base_tau)]:
+        rows.append({"router": name, "inv_tau": (np.inf if tau == 0 else (0.0 if np.isinf(tau) else 1.0 / tau)),
+                     **auc_by_group(r.utilities(emb, tau), correct, costs, groups, lambdas, cost_range, grid)})
+    for it in inv_taus:
+        rows.append({"router": "Prox sweep", "inv_tau": float(it),
+                     **auc_by_group(seen.utilities(emb, 1.0 / it), correct, costs, groups, lambdas, cost_range)})
+    return rows

@@ -205,6 +205,10 @@ def test_minilm_loads_from_its_wheel_and_embeds_meaning():
     assert torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] + 0.3
+    # every layer's mean-pooled states; the last layer, normalised, is the sentence embedding itself
+    layers, n_tokens = enc.layer_embeddings(["The hotel room was clean and quiet.", "Stocks fell."])
+    assert layers.shape == (2, enc.model.config.num_hidden_layers + 1, 384) and n_tokens.tolist()[1] < n_tokens.tolist()[0]
+    assert torch.allclose(torch.nn.functional.normalize(layers[:1, -1], dim=1), e[:1], atol=1e-5)
 
 
 def test_resolve_uses_the_offline_stand_in_and_says_so(fake_bigbench, capsys):

@@ -76,3 +76,76 @@ def test_jaccard_top():
     a, b = np.array([0.9, 0.8, 0.1, 0.2]), np.array([0.9, 0.1, 0.8, 0.2])
     assert jaccard_top(a, b, 2) == pytest.approx(1 / 3)
     assert jaccard_top(a, a, 3) == 1.0
+
+
+def test_leave_task_out_hides_the_outlier_from_base_and_prox_only():
+    from lib.routing import leave_task_out
+    x, lab, correct = _clusters(120)
+    x = x.double()
+    correct = torch.cat([correct, torch.ones(120, 1, dtype=torch.float64)], 1)   # model 2: right everywhere, dearest
+    costs = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
+    train = (torch.arange(120) % 2 == 0).numpy()
+    rows = {r["router"]: r for r in leave_task_out(x, correct, lab.numpy(), costs, 0, train, router="kmeans", k=3,
+                                                   inv_tau=20, inv_taus=[1, 100])}
+    # task 0 needs model 0 (or the dear model 2); trained without task 0, the routers rate model 0 at zero and
+    # prefer model 1 (as good as model 2 on what they saw, and cheaper): wrong on every outlier query
+    assert rows["Base"]["outlier"] == pytest.approx(0.0) and rows["Prox"]["outlier"] == pytest.approx(0.0)
+    assert rows["AllSee"]["outlier"] == pytest.approx(100.0)
+    assert rows["Base"]["inlier"] == pytest.approx(100.0)
+    n_out, n_in = int(((lab == 0).numpy() & ~train).sum()), int(((lab != 0).numpy() & ~train).sum())
+    assert rows["Base"]["overall"] == pytest.approx(100.0 * n_in / (n_in + n_out))
+    knn = {r["router"]: r for r in leave_task_out(x, correct, lab.numpy(), costs, 0, train, router="knn", k=10,
+                                                  inv_tau=20)}
+    assert knn["AllSee"]["outlier"] == pytest.approx(100.0) and knn["Base"]["outlier"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="router must be"):
+        leave_task_out(x, correct, lab.numpy(), costs, 0, train, router="svm", k=3, inv_tau=20)
+
+
+def test_pool_specs_budgets_and_stratified_splits():
+    from lib import routing_pool as rp
+    specs = rp.make_specs(["a", "b", "c"], layers=[1, 3], copies=2, budget=60, alpha=0.5, min_per_task=5, seed=0)
+    assert [s.name for s in specs] == ["L1-a", "L1-b", "L3-a", "L3-b"]
+    for s in specs:
+        assert sum(s.per_task.values()) == 60 and min(s.per_task.values()) >= 5
+    assert [s.per_task for s in specs] == [s.per_task for s in rp.make_specs(["a", "b", "c"], [1, 3], 2, 60, 0.5, 5, 0)]
+    with pytest.raises(ValueError, match="budget"):
+        rp.make_specs(["a", "b"], [1], 1, 5, 0.5, 5, 0)
+    task = np.repeat([0, 1, 2], [10, 20, 30])
+    tr, te = rp.split_queries(task, 0.5, seed=1)
+    assert not (tr & te).any() and (tr | te).all()
+    assert [int(tr[task == t].sum()) for t in range(3)] == [5, 10, 15]
+
+
+def test_pool_measures_correctness_of_real_classifiers():
+    from lib import routing_pool as rp
+    rng = np.random.default_rng(0)
+    feats, labels, tri, qi, toks = {}, {}, {}, {}, {}
+    for t, informative_layer in [("easy", 2), ("hard", 1)]:
+        y = rng.integers(0, 2, 400)
+        f = torch.tensor(rng.normal(0, 1, (400, 3, 4)), dtype=torch.float32)
+        f[:, informative_layer, 0] += torch.tensor(4.0 * (2 * y - 1), dtype=torch.float32)   # only one layer sees the label
+        feats[t], labels[t], tri[t], qi[t], toks[t] = f, y, np.arange(300), np.arange(300, 400), np.full(400, 10)
+    specs = [rp.ModelSpec("L1", 1, {"easy": 100, "hard": 100}), rp.ModelSpec("L2", 2, {"easy": 100, "hard": 100})]
+    pool = rp.build_pool(specs, feats, labels, tri, qi, toks, {1: 1_000_000, 2: 2_000_000}, seed=0)
+    acc = pool.accuracy_by_task()
+    assert pool.correct.shape == (200, 2) and list(pool.task[:100]) == [0] * 100
+    assert acc[0, 1] > 0.95 and acc[0, 0] < 0.7          # task "easy": only the layer-2 model reads the signal
+    assert acc[1, 0] > 0.95 and acc[1, 1] < 0.7          # task "hard": only layer 1 does
+    np.testing.assert_allclose(pool.costs, [10.0, 20.0])  # parameters x tokens, in millions
+    qi["easy"] = np.arange(250, 350)
+    with pytest.raises(ValueError, match="overlap"):
+        rp.build_pool(specs, feats, labels, tri, qi, toks, {1: 1, 2: 2}, seed=0)
+
+
+def test_few_shot_outliers_reach_the_knn_router():
+    from lib.routing import leave_task_out
+    x, lab, correct = _clusters(120)
+    correct = torch.cat([correct, torch.ones(120, 1, dtype=torch.float64)], 1)
+    costs = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
+    train = (torch.arange(120) % 2 == 0).numpy()
+    rows = {r["router"]: r for r in leave_task_out(x.double(), correct, lab.numpy(), costs, 0, train, router="knn", k=10,
+                                                   inv_tau=20, few_shot=10)}
+    assert rows["Prox"]["outlier"] == pytest.approx(100.0)      # the 10 seen outliers are every outlier's neighbours
+    assert len(rows["Base"]["curve outlier"]) == 40 and max(rows["Base"]["curve outlier"]) <= 1.0
+    with pytest.raises(ValueError, match="few_shot"):
+        leave_task_out(x.double(), correct, lab.numpy(), costs, 0, train, router="knn", k=10, inv_tau=20, few_shot=99)
