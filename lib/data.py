@@ -650,3 +650,35 @@ def load_multiple_choice(name: str, data_dir: str | Path | None = None, download
                 raise DataError(f"{path}: an example with no correct choice: {str(e)[:120]}")
             items.append(MCItem(e["input"].strip(), choices, answers, sub))
     return items
+
+
+# --------------------------------------------------------------------------- running text (notebook 11)
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+_TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def load_corpus(name: str, data_dir: str | Path | None = None, download: bool | None = None) -> str:
+    """A running text: ``"tinyshakespeare"`` (Karpathy's 1.1M-character corpus: the local copy in
+    ``<data>/tinyshakespeare/input.txt``, else a download of the original file when connected), or
+    ``"multiemo"`` (MultiEmo's English review sentences, one per line, from the BIG-bench archive)."""
+    root = Path(data_dir) if data_dir is not None else paths.data_dir()
+    download = (not offline()) if download is None else download
+    if name == "multiemo":
+        tr, te = load_text("multiemo", data_dir, download)
+        return "\n".join(list(tr.texts) + list(te.texts))
+    if name != "tinyshakespeare":
+        raise ValueError(f"unknown corpus {name!r}; known: multiemo, tinyshakespeare")
+    path = root / "tinyshakespeare" / "input.txt"
+    if not path.exists():
+        if not download:
+            raise _missing_error("tinyshakespeare", root, ["tinyshakespeare/input.txt"])
+        import urllib.request
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            urllib.request.urlretrieve(TINY_SHAKESPEARE_URL, path)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise _missing_error("tinyshakespeare", root, ["tinyshakespeare/input.txt"],
+                                 f"the download from {TINY_SHAKESPEARE_URL} failed ({exc})") from exc
+    verify_file(path, sha256=_TINY_SHAKESPEARE_SHA256)
+    return path.read_text(encoding="utf-8")

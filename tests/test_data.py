@@ -89,3 +89,15 @@ def test_dataset_helpers():
     assert torch.equal(ds.sample(4, seed=1).x, ds.sample(4, seed=1).x)
     with pytest.raises(ValueError, match="classes \\[7\\] not in"):
         ds.select_classes([7])
+
+
+def test_corpus_loader_names_the_missing_file_and_checks_the_copy(offline):
+    with pytest.raises(data.DataError) as err:
+        data.load_corpus("tinyshakespeare")
+    assert str(offline / "tinyshakespeare" / "input.txt") in str(err.value)
+    (offline / "tinyshakespeare").mkdir()
+    (offline / "tinyshakespeare" / "input.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    with pytest.raises(data.DataError, match="sha256"):
+        data.load_corpus("tinyshakespeare")
+    with pytest.raises(ValueError, match="known: multiemo, tinyshakespeare"):
+        data.load_corpus("openwebtext")

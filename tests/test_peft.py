@@ -229,3 +229,36 @@ def test_effective_rank_and_top_encoder_pooling():
     packed = torch.tensor([[[1.0, 1.0, 1.0], [3.0, 3.0, 1.0], [100.0, 100.0, 0.0]]])   # last token is padding
     with torch.no_grad():
         assert float(enc(packed)) == pytest.approx(4.0)                               # mean over real tokens: (2+6)/2
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet"])
+def test_top_encoder_reproduces_the_full_model_from_cached_lower_layers(family):
+    """The cached path (lower layers once, then TopEncoder's copies of the top layers) gives the full
+    encoder's last hidden states, for BERT (MiniLM's family) and MPNet (relative position bias)."""
+    import transformers
+    from lib.peft.text import TopEncoder, relative_bias_of
+    kw = dict(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=64, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = (transformers.BertModel(transformers.BertConfig(**kw)) if family == "bert"
+             else transformers.MPNetModel(transformers.MPNetConfig(**kw))).eval()
+    if family == "mpnet":       # a bias table of realistic size (random init draws it near zero)
+        torch.nn.init.normal_(model.encoder.relative_attention_bias.weight, 0.0, 1.0)
+    ids = torch.randint(5, 50, (4, 12))
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    mask[3, 5:] = 0
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        for k in (1, 2):
+            packed = torch.cat([out.hidden_states[3 - k], mask.unsqueeze(-1).float()], -1)
+            top = TopEncoder(model.encoder.layer[-k:], 32, 3, relative_bias=relative_bias_of(model))
+            got = top.encode_top(packed)
+            real = mask.bool()
+            assert torch.allclose(got[real], out.last_hidden_state[real], atol=1e-4), (family, k)
+    if family == "mpnet":       # the bias table is frozen: it is not among the trained (and sent) parameters
+        assert not any(p.requires_grad for p in top.rel_bias.parameters())
+        with torch.no_grad():       # and without it the layers compute something else
+            plain = TopEncoder(model.encoder.layer[-2:], 32, 3).encode_top(packed)
+        assert not torch.allclose(plain[real], out.last_hidden_state[real], atol=1e-2)
+        assert all("rel_bias" not in n for n, p in top.named_parameters() if p.requires_grad)

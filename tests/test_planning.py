@@ -171,3 +171,36 @@ def test_analysis_refuses_positions_outside_the_strings():
     m = gpt.GPT(gpt.GPTConfig(vocab=data.vocab, d_model=16, n_layers=1, n_heads=2, max_len=48))
     with pytest.raises(ValueError, match="inside every string"):
         analysis.cfg_horizon(m, data, t=10, block=4, taus=range(1, 30), K=4, vq_steps=2)
+
+
+# ---- natural text: history reliance -------------------------------------------------------------
+def _blocks(rule, n=3000, seed=0):
+    """Windows of 9 states: block 2 (positions 0-3) and block 1 (4-7) each repeat one of 4 centres; the
+    last state (8) is the centre ``rule(c1, c2)``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (4, 6))
+    c1, c2 = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    H = np.concatenate([np.repeat(centres[c2][:, None], 4, 1), np.repeat(centres[c1][:, None], 4, 1),
+                        centres[rule(c1, c2)][:, None]], 1)
+    return torch.tensor(H + rng.normal(0, 0.2, H.shape), dtype=torch.float32)
+
+
+def test_history_reliance_finds_which_block_the_prediction_reads():
+    from lib.planning import natural
+    r = natural.history_reliance(_blocks(lambda c1, c2: c1), block=4, n_blocks=2, K=8, vq_steps=300)
+    assert r["mi"][0] > 0.8 * math.log(4) and abs(r["mi"][1]) < 0.05 and abs(r["cmi"][1]) < 0.05
+    # the prediction needs both blocks together: neither alone says anything, block 2 given block 1 says all
+    r = natural.history_reliance(_blocks(lambda c1, c2: (c1 + c2) % 4), block=4, n_blocks=2, K=8, vq_steps=300)
+    assert abs(r["mi"][0]) < 0.05 and abs(r["mi"][1]) < 0.05 and r["cmi"][1] > 0.8 * math.log(4)
+    with pytest.raises(ValueError, match="blocks"):
+        natural.history_reliance(_blocks(lambda c1, c2: c1), block=4, n_blocks=3, K=8, vq_steps=2)
+
+
+def test_token_windows():
+    from lib.planning import natural
+    w = natural.token_windows(list(range(100)), 10, 20, seed=1)
+    assert w.shape == (20, 10) and torch.equal(w[:, 1:] - w[:, :-1], torch.ones(20, 9, dtype=torch.long))
+    assert len(set(w[:, 0].tolist())) == 20
+    assert torch.equal(w, natural.token_windows(list(range(100)), 10, 20, seed=1))
+    with pytest.raises(ValueError, match="windows of 10"):
+        natural.token_windows(list(range(20)), 10, 50, seed=0)

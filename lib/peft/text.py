@@ -11,7 +11,7 @@ With ``top_layers = n`` every layer is adapted and only the embeddings are cache
 and sent by every method alike, so the communicated counts differ only by the adapters.
 Cached inputs pack the hidden states and the attention mask into one tensor [N, L, d + 1] (last channel:
 the mask), so the workbook's datasets, partitions and client loop take them unchanged.
-BERT-family encoders (MiniLM); MPNet's relative position bias is not threaded through yet.
+BERT-family encoders (MiniLM) and MPNet, whose relative-position bias :class:`TopEncoder` recomputes\nfrom a frozen copy of the bias table (``TopEncoder(..., relative_bias=relative_bias_of(model))``).
 """
 from __future__ import annotations
 
@@ -27,30 +27,58 @@ from ..data import ArrayDataset, TextSplit
 
 
 class TopEncoder(nn.Module):
-    """The encoder's top layers (copies, to be adapted), mean pooling over real tokens, a linear head."""
+    """The encoder's top layers (copies, to be adapted), mean pooling over real tokens, a linear head.
 
-    def __init__(self, layers: list[nn.Module], hidden: int, num_classes: int, seed: int = 0):
+    ``relative_bias``: for MPNet, the model's encoder (``model.encoder``), whose relative-position
+    attention bias every layer adds to its scores; a frozen copy of the bias table is kept (see
+    :func:`relative_bias_of`). BERT-family layers (MiniLM) need none."""
+
+    def __init__(self, layers: list[nn.Module], hidden: int, num_classes: int, seed: int = 0, relative_bias=None):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(l) for l in layers)
+        self.rel_bias, self._bucket = None, None
+        if relative_bias is not None:
+            self.rel_bias = copy.deepcopy(relative_bias.relative_attention_bias).requires_grad_(False)
+            self._bucket = type(relative_bias).relative_position_bucket
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.head = nn.Linear(hidden, num_classes)
 
-    def forward(self, packed):
+    def position_bias(self, length: int, device) -> torch.Tensor | None:
+        """MPNet's bias [1, heads, L, L] from the relative position of every key to every query."""
+        if self.rel_bias is None:
+            return None
+        pos = torch.arange(length, device=device)
+        buckets = self._bucket(pos[None, :] - pos[:, None], num_buckets=self.rel_bias.num_embeddings)
+        return self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)
+
+    def encode_top(self, packed):
+        """The top layers' output [N, L, d] for packed lower-layer features (last channel: the mask)."""
         h, mask = packed[..., :-1], packed[..., -1]
         additive = ((1.0 - mask) * torch.finfo(h.dtype).min)[:, None, None, :]
+        bias = self.position_bias(h.shape[1], h.device)
         for layer in self.layers:
-            out = layer(h, attention_mask=additive)
+            out = layer(h, attention_mask=additive) if bias is None else layer(h, attention_mask=additive,
+                                                                                position_bias=bias)
             h = out[0] if isinstance(out, tuple) else out
+        return h
+
+    def forward(self, packed):
+        h, mask = self.encode_top(packed), packed[..., -1]
         m = mask.unsqueeze(-1)
         return self.head((h * m).sum(1) / m.sum(1).clamp_min(1.0))
 
 
+def relative_bias_of(model):
+    """What :class:`TopEncoder` needs beyond the layers: MPNet's encoder (its relative-position bias),
+    None for BERT-family encoders."""
+    _bert_like(model)
+    return model.encoder if hasattr(model.encoder, "relative_attention_bias") else None
+
+
 def _bert_like(model) -> None:
     if not (hasattr(model, "encoder") and hasattr(model.encoder, "layer") and hasattr(model, "embeddings")):
-        raise ValueError(f"{type(model).__name__}: expected a BERT-family encoder (embeddings + encoder.layer)")
-    if type(model).__name__.lower().startswith("mpnet"):
-        raise ValueError("MPNet's relative position bias is not threaded through the cached top layers yet")
+        raise ValueError(f"{type(model).__name__}: expected a BERT-family or MPNet encoder (embeddings + encoder.layer)")
 
 
 @torch.no_grad()
