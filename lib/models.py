@@ -186,13 +186,22 @@ class TextClassifier(nn.Module):
 
     Takes token ids [B, L], or continuous ``(embeddings [B, L, D], mask [B, L])``: the input
     FedRevive's text generator produces. ``frozen_embeddings`` keeps the embedding table fixed
-    (it is then not a trainable parameter, so every client shares one embedding space).
+    (it is then not a trainable parameter, so every client shares one embedding space);
+    ``embeddings`` starts it from a pre-trained table (``lib.pretrained.word_embeddings``).
     """
 
     def __init__(self, input_shape, num_classes: int, vocab_size: int = 20000, embed_dim: int = 64,
-                 hidden: int = 64, norm: str | None = None, frozen_embeddings: bool = False):
+                 hidden: int = 64, norm: str | None = None, frozen_embeddings: bool = False,
+                 embeddings: torch.Tensor | None = None):
         super().__init__()
+        if embeddings is not None:      # a pre-trained table [vocab, dim] (e.g. MiniLM's word embeddings)
+            if embeddings.dim() != 2:
+                raise ValueError(f"embeddings must be a [vocab, dim] table, got shape {tuple(embeddings.shape)}")
+            vocab_size, embed_dim = embeddings.shape
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        if embeddings is not None:
+            with torch.no_grad():
+                self.embed.weight.copy_(embeddings)
         self.embed.weight.requires_grad_(not frozen_embeddings)
         self.head = nn.Sequential(nn.Linear(embed_dim, hidden), *([_norm(norm, hidden, dim=1)] if norm else []),
                                   nn.ReLU(), nn.Linear(hidden, num_classes))
@@ -203,8 +212,8 @@ class TextClassifier(nn.Module):
             x = self.embed(x)
         elif mask is None:
             mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
-        m = mask.unsqueeze(-1)
-        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+        # the masked mean as one batched product: no [B, L, D] temporary (FedRevive's text pools are large)
+        pooled = torch.einsum("bl,bld->bd", mask.to(x.dtype), x) / mask.sum(1, keepdim=True).clamp(min=1.0)
         return self.head(pooled)
 
 

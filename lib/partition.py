@@ -13,6 +13,10 @@ same alpha, so each has its own name:
 * ``dirichlet_mixture`` (FL-Simulator): each *client* draws a class mixture
   ``q_k ~ Dir(alpha * prior)`` and receives an equal number of samples drawn
   from its mixture. Client sizes are equal; samples left over stay unused.
+  With ``reuse=True`` (FedRevive's authors' ``split_dirichlet``: 1,000 clients x
+  350 samples from a 50,000-image training set) a class that runs out is
+  reshuffled and dealt again, so clients may share samples (never twice within
+  one client); this is the one partition that may use a sample more than once.
 
 ``shards`` is McMahan et al.'s pathological split: sort by label, cut into
 ``num_clients * shards_per_client`` shards, give each client that many shards.
@@ -119,37 +123,53 @@ def dirichlet(labels, num_clients: int, alpha: float, seed: int = 0, min_size: i
 
 
 def dirichlet_mixture(labels, num_clients: int, alpha: float, seed: int = 0,
-                      samples_per_client: int | None = None, min_size: int = 1) -> Partition:
+                      samples_per_client: int | None = None, min_size: int = 1, reuse: bool = False) -> Partition:
     """Per-client class mixtures q_k ~ Dir(alpha * prior), equal sizes (FL-Simulator).
 
     prior = the global class frequencies. Each client draws its samples one class
     at a time from its mixture; a class that runs out is removed and the mixture
     renormalised, so the sizes are exact and no sample is used twice.
+
+    ``reuse=True``: a class that runs out is reshuffled and dealt again (the FedRevive
+    authors' ``split_dirichlet`` wraps around each class the same way), so
+    ``num_clients * samples_per_client`` may exceed the data; clients may then share
+    samples, but no client holds one twice (a class smaller than a client's draw of it
+    falls back to the client's other classes).
     """
     labels = _check(labels, num_clients, min_size)
     alpha = _alpha(alpha)
     rng = np.random.default_rng(seed)
     num_classes = int(labels.max()) + 1
     n = samples_per_client or len(labels) // num_clients
-    if n * num_clients > len(labels):
-        raise ValueError(f"{num_clients} clients x {n} samples exceeds the {len(labels)} samples available")
+    if n * num_clients > len(labels) and not reuse:
+        raise ValueError(f"{num_clients} clients x {n} samples exceeds the {len(labels)} samples available "
+                         f"(reuse=True deals each class again once it runs out)")
+    if n > len(labels):
+        raise ValueError(f"samples_per_client={n} exceeds the {len(labels)} samples available")
     if n < max(min_size, 1):
         raise ValueError(f"samples_per_client={n} is below min_size={min_size}")
     prior = np.bincount(labels, minlength=num_classes) / len(labels)
-    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in range(num_classes)]
+    members = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    pools = [list(rng.permutation(m)) for m in members]
     mixtures = rng.dirichlet(alpha * prior * num_classes, size=num_clients)
     parts = []
     for k in range(num_clients):
-        q, take = mixtures[k].copy(), []
+        q, take, held = mixtures[k].copy(), [], set()
         for _ in range(n):
+            if reuse:       # deal an exhausted class again, without what this client already holds
+                for c in range(num_classes):
+                    if not pools[c]:
+                        pools[c] = [i for i in rng.permutation(members[c]) if i not in held]
             avail = np.array([len(p) > 0 for p in pools])
             w = q * avail
             if w.sum() <= 0:  # mixture concentrated on exhausted classes: fall back to what is left
                 w = avail * prior
             c = rng.choice(num_classes, p=w / w.sum())
             take.append(pools[c].pop())
+            held.add(take[-1])
         parts.append(np.sort(np.array(take)))
-    return Partition(parts, labels, num_classes, "dirichlet_mixture", {"alpha": alpha})
+    return Partition(parts, labels, num_classes, "dirichlet_mixture",
+                     {"alpha": alpha, **({"reuse": True} if reuse else {})})
 
 
 def shards(labels, num_clients: int, shards_per_client: int = 2, seed: int = 0, min_size: int = 1) -> Partition:

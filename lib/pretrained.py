@@ -252,6 +252,41 @@ def sentence_encoder(name: str = "minilm", device=None, max_length: int = 128) -
     return SentenceEncoder(path, src, device, max_length)
 
 
+def word_embeddings(name: str = "minilm"):
+    """``(tokenizer, table)``: a sentence encoder's tokenizer and its input word-embedding table
+    [vocab, d] (float32, CPU, detached): pre-trained token embeddings for a small classifier that
+    keeps them frozen (FedRevive's text arm). Padding is id 0 in both MiniLM and MPNet."""
+    from transformers import AutoModel, AutoTokenizer
+    path, src, _ = _local_or_hub(name)
+    if src.kind != "sentence-encoder":
+        raise ValueError(f"{name} is a {src.kind}, not a sentence encoder")
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id != 0:
+        raise ModelError(f"{name}'s padding id is {tok.pad_token_id}; the classifiers here expect 0")
+    table = AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float().cpu().clone()
+    return tok, table
+
+
+def token_dataset(task: str, name: str = "minilm", max_len: int = 64, data_dir=None):
+    """``(train, test, table)`` of a text classification task (``lib.data.load_text`` names), its texts
+    cut into ``name``'s word pieces (no special tokens; padded with id 0 to ``max_len``), and the
+    encoder's word-embedding table (:func:`word_embeddings`)."""
+    import torch
+
+    from .data import ArrayDataset, load_text
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    tok, table = word_embeddings(name)
+    out = []
+    for sp in load_text(task, data_dir):
+        ids = tok(list(sp.texts), add_special_tokens=False, truncation=True, max_length=max_len,
+                  padding="max_length", return_attention_mask=False)["input_ids"]
+        out.append(ArrayDataset(torch.tensor(ids, dtype=torch.long), torch.as_tensor(sp.labels), sp.classes,
+                                sp.name, {"vocab_size": table.shape[0], "max_len": max_len, "tokens": name,
+                                          "groups": sp.groups}))
+    return out[0], out[1], table
+
+
 def causal_lm(name: str = "gemma-3-270m", device=None):
     """``(model, tokenizer)`` of a causal language model (GGUF weights are dequantised to float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

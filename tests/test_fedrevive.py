@@ -287,6 +287,24 @@ def test_pool_is_fifo_capped_and_samples_the_requested_classes():
         SyntheticPool(3).sample(torch.ones(2), 1, g)
 
 
+def test_pool_ring_buffer_matches_a_plain_fifo_list_and_never_holds_more_than_its_cap():
+    pool, ref = SyntheticPool(50), []
+    g = torch.Generator().manual_seed(1)
+    for i, m in enumerate([7, 1, 30, 13, 64, 2, 49, 50, 3]):      # grows, wraps, and an add larger than the cap
+        x = torch.arange(len(ref) + 1000 * i, len(ref) + 1000 * i + m, dtype=torch.float32)
+        pool.add((x[:, None], x[:, None, None]), (x % 3).long())
+        ref = (ref + x.tolist())[-50:]
+        assert len(pool) == len(ref) and pool._y.shape[0] <= 50
+        assert pool.xs[0][:, 0].tolist() == ref and pool.xs[1][:, 0, 0].tolist() == ref
+        assert pool.y.tolist() == [int(v) % 3 for v in ref]
+        (nx, _), ny = pool.newest(5)
+        assert nx[:, 0].tolist() == ref[-5:] and ny.tolist() == [int(v) % 3 for v in ref[-5:]]
+        a, b = pool.sample(torch.tensor([0.0, 1.0, 0.0]), 20, g)         # only what is held, of the asked class
+        assert set(a[:, 0].tolist()) <= {v for v in ref if int(v) % 3 == 1} and torch.equal(a[:, 0], b[:, 0, 0])
+    with pytest.raises(ValueError, match="capacity"):
+        SyntheticPool(0)
+
+
 # ---------------------------------------------------------------- client-side pieces
 def test_stat_tracker_is_an_ema_with_momentum_0_1_from_reset_buffers():
     t = StatTracker(3)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import data, pretrained, sources
+from lib import data, models, pretrained, sources
+from lib.params import FlatModel
 
 PREFIX = data._BB_PREFIX
 
@@ -228,3 +229,30 @@ def test_dataset_info_matches_what_the_loaders_return():
         i = data.info(name)
         assert (len(tr), len(te), tr.input_shape, tr.num_classes) == (i["train"], i["test"], i["input_shape"],
                                                                        i["num_classes"]), name
+
+
+def test_minilm_word_pieces_and_frozen_table_feed_the_small_text_classifier():
+    """FedRevive's text arm: AG News cut into MiniLM's word pieces, the classifier starting from MiniLM's
+    frozen word-embedding table (not a sent parameter), so its mean-of-embeddings equals the table's."""
+    from conftest import require_seeded_data
+    require_seeded_data()
+    try:
+        tr, te, table = pretrained.token_dataset("ag_news_testsplit", "minilm", max_len=16)
+    except pretrained.ModelError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"MiniLM not obtainable here: {exc}")
+    tok, _ = pretrained.word_embeddings("minilm")
+    assert table.shape == (tok.vocab_size, 384) and tr.x.shape == (6080, 16) and te.x.shape == (1520, 16)
+    first = tok(data.load_text("ag_news_testsplit")[0].texts[0], add_special_tokens=False)["input_ids"][:16]
+    assert tr.x[0, :len(first)].tolist() == first                      # the encoder's own word pieces, no [CLS]
+    assert (tr.x[:, 0] != tok.cls_token_id).all() and tr.meta["tokens"] == "minilm"
+    net = models.build_model("text", (16,), 4, seed=0, frozen_embeddings=True, embeddings=table, hidden=8)
+    assert torch.equal(net.embed.weight, table) and not net.embed.weight.requires_grad
+    assert "embed.weight" not in FlatModel(net).names                   # shared, never sent
+    ids = tr.x[:3]
+    mask = (ids != 0).float().unsqueeze(-1)
+    pooled = (table[ids] * mask).sum(1) / mask.sum(1)
+    assert torch.allclose(net(ids), net.head(pooled), atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[vocab, dim\] table"):
+        models.build_model("text", (16,), 4, embeddings=table[0])

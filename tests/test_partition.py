@@ -68,3 +68,22 @@ def test_stats_and_counts_are_consistent():
 def test_impossible_partitions_fail_clearly(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_mixture_with_reuse_deals_classes_again_like_the_fedrevive_authors():
+    # 40 clients x 100 samples from 2,000: each class is dealt about twice, equal sizes, no sample twice in a client
+    p = dirichlet_mixture(LABELS, 40, alpha=0.5, seed=2, samples_per_client=100, reuse=True)
+    assert set(p.sizes) == {100}
+    assert all(len(np.unique(ix)) == len(ix) for ix in p.indices)
+    allix = np.concatenate(p.indices)
+    assert len(np.unique(allix)) < len(allix)                        # shared across clients
+    assert np.bincount(allix, minlength=2000).max() <= 4             # dealt again, not drawn at random
+    assert p.heterogeneity() > 0.3                                   # still skewed mixtures
+    q = dirichlet_mixture(LABELS, 40, alpha=0.5, seed=2, samples_per_client=100, reuse=True)
+    assert all(np.array_equal(a, b) for a, b in zip(p.indices, q.indices))
+    # without reuse the same request fails; while no class runs out, reuse draws exactly the old split
+    with pytest.raises(ValueError, match="reuse=True"):
+        dirichlet_mixture(LABELS, 40, alpha=0.5, seed=2, samples_per_client=100)
+    a = dirichlet_mixture(LABELS, 2, alpha=0.5, seed=3, samples_per_client=100)
+    b = dirichlet_mixture(LABELS, 2, alpha=0.5, seed=3, samples_per_client=100, reuse=True)
+    assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices))

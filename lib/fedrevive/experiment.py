@@ -6,10 +6,13 @@ from __future__ import annotations
 
 
 def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, num_clients: int, concurrency: int,
-            local, local_steps: int, max_time: float, setting: str = "vision", device=None) -> dict:
+            local, local_steps: int, max_time: float, setting: str = "vision", device=None,
+            samples_per_client: int | None = None) -> dict:
     """Run ``method`` (an asynchronous strategy name, ``kw`` its hyperparameters) from ``model`` (a built,
     seeded module) on Dirichlet(0.5) mixtures of ``train`` over ``num_clients`` clients, ``concurrency``
     training at once, for ``max_time`` simulated time units; evaluate on ``test`` 32 times.
+    ``samples_per_client`` (e.g. the paper's 350): each client gets that many, classes dealt again once
+    they run out, as the authors' split (clients may share samples); None: the data split without reuse.
 
     Returns picklable frames: the accuracy curve, the applied updates, wall-time split, and for FedRevive
     its DFKD time per update, KD and synthesis logs, and the newest pseudo-samples of the pool.
@@ -23,7 +26,8 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
     net = model.to(device)
     revive = method in ("fedrevive", "dd_fedrevive")
     kw = dict(kw, model=net, seed=seed) if revive else kw
-    part = partition.dirichlet_mixture(train.y.numpy(), num_clients, alpha=0.5, seed=seed)
+    part = partition.dirichlet_mixture(train.y.numpy(), num_clients, alpha=0.5, seed=seed,
+                                       samples_per_client=samples_per_client, reuse=samples_per_client is not None)
     clients = fl.client_datasets(train, part)
     r = run_async(net, get_async_strategy(method, **kw), clients, test,
                   DelayModel("fedrevive", num_clients, seed=seed, ref_steps=local_steps), concurrency,
@@ -41,7 +45,8 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
         out["diagnostics"] = pd.DataFrame([{**tag, **diagnose(st, test, device)}])
         pool = st["synth"].pool
         if len(pool) and setting == "vision" and method == "fedrevive":
-            out["samples"] = (pool.xs[0][-64:].cpu(), pool.y[-64:].cpu())
+            xs, ys = pool.newest(64)
+            out["samples"] = (xs[0].cpu(), ys.cpu())
     return out
 
 
@@ -60,8 +65,8 @@ def diagnose(state: dict, test, device, n: int = 512) -> dict:
     out = {"real_target_prob": real["target_prob"], "real_target_argmax": real["target_argmax"],
            "ensemble_accuracy": ensemble_accuracy(fm, teachers, xt, yt)}
     if len(pool):
-        xs = tuple(t[-n:] for t in pool.xs)
-        pinf = informativeness(fm, teachers, xs if len(xs) > 1 else xs[0], pool.y[-n:])
+        xs, ys = pool.newest(n)
+        pinf = informativeness(fm, teachers, xs if len(xs) > 1 else xs[0], ys)
         out |= {"pool_target_prob": pinf["target_prob"], "pool_target_argmax": pinf["target_argmax"]}
     return out | {"pool_size": len(pool)}
 
