@@ -204,3 +204,16 @@ def test_token_windows():
     assert torch.equal(w, natural.token_windows(list(range(100)), 10, 20, seed=1))
     with pytest.raises(ValueError, match="windows of 10"):
         natural.token_windows(list(range(20)), 10, 50, seed=0)
+
+
+def test_excess_conditional_mi_uses_a_within_z_baseline():
+    rng = np.random.default_rng(3)
+    n = 20_000
+    z = rng.integers(0, 4, n)
+    y = (z + (rng.random(n) < 0.3)) % 4            # Y mostly follows Z
+    x_none = (z * 3 + rng.integers(0, 2, n)) % 8   # X depends on Z only: nothing beyond Z
+    x_more = (y * 2 + rng.integers(0, 2, n)) % 8   # X reads Y itself
+    assert abs(mi.excess_conditional_mi(x_none, y, z)) < 0.005
+    assert mi.excess_conditional_mi(x_more, y, z) > 0.2
+    # the within-Z permutation keeps Y's link to Z, so the baseline is the estimator's bias, not a shift
+    assert abs(mi.excess_conditional_mi(x_none, y, z, seed=1) - mi.excess_conditional_mi(x_none, y, z, seed=2)) < 0.005

@@ -24,7 +24,8 @@ from .tasks import CFGData, PFData, pf_valid
 from .vq import train_vq
 
 
-def _codes(sets, K, steps, seed):
+def fit_codes(sets, K: int, steps: int, seed: int):
+    """Fit a VQ-VAE on ``sets`` [n, positions, d] and return each set's code (numpy)."""
     return train_vq(sets, K, steps, seed=seed).codes(sets).numpy()
 
 
@@ -38,9 +39,9 @@ def cfg_horizon(model: GPT, data: CFGData, t: int, block: int, taus, K: int, vq_
                          f"(1..{shortest}); lower t or the largest tau")
     H = hidden_states(model, data.tokens, layer)
     N, d = H.shape[0], H.shape[2]
-    zH = _codes(H[:, t - block + 1:t + 1], K, vq_steps, seed)
+    zH = fit_codes(H[:, t - block + 1:t + 1], K, vq_steps, seed)
     fut = H[:, [t + tau for tau in taus]]                       # one VQ for every future position
-    zF = _codes(fut.reshape(-1, 1, d), K, vq_steps, seed + 1).reshape(N, len(taus))
+    zF = fit_codes(fut.reshape(-1, 1, d), K, vq_steps, seed + 1).reshape(N, len(taus))
     return {"tau": taus, "mi": [mi.excess_mi(zH, zF[:, j], seed) for j in range(len(taus))],
             "codes_used": int(len(np.unique(zH)))}
 
@@ -73,11 +74,11 @@ def pf_analysis(model: GPT, data: PFData, K: int, vq_steps: int, seed: int = 0, 
     H_a = fed(paths[torch.arange(len(idx)), 1 - ch])
     H_d = fed(paths[:, 2])
     d = H_c.shape[2]
-    zH = _codes(H_c[:, A - 4:A], K, vq_steps, seed)                       # QUERY s t ANSWER
+    zH = fit_codes(H_c[:, A - 4:A], K, vq_steps, seed)                       # QUERY s t ANSWER
     ans = torch.cat([H_c[:, A:A + P], H_a[:, A:A + P], H_d[:, A:A + P]])  # one VQ for the three answers
-    z = _codes(ans, K, vq_steps, seed + 1).reshape(3, -1)
+    z = fit_codes(ans, K, vq_steps, seed + 1).reshape(3, -1)
     pos = H_c[:, A:A + P].reshape(-1, 1, d)                                # one VQ for every answer position
-    zP = _codes(pos, K, vq_steps, seed + 2).reshape(-1, P)
+    zP = fit_codes(pos, K, vq_steps, seed + 2).reshape(-1, P)
     res.update(mi_chosen=mi.excess_mi(zH, z[0], seed), mi_alt=mi.excess_mi(zH, z[1], seed),
                mi_decoy=mi.excess_mi(zH, z[2], seed),
                horizon=[mi.excess_mi(zH, zP[:, j], seed) for j in range(P)])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import mi
-from .vq import train_vq
+from .analysis import fit_codes
 
 
 def token_windows(ids, length: int, n: int, seed: int) -> torch.Tensor:
@@ -83,14 +83,10 @@ def history_reliance(H: torch.Tensor, block: int, n_blocks: int, K: int, vq_step
     t = L - 1
     if n_blocks * block > t:
         raise ValueError(f"{n_blocks} blocks of {block} need windows of at least {n_blocks * block + 1} tokens, got {L}")
-    zt = train_vq(H[:, t:t + 1], K, vq_steps, seed=seed).codes(H[:, t:t + 1]).numpy()
+    zt = fit_codes(H[:, t:t + 1], K, vq_steps, seed)
     sets = torch.cat([H[:, t - j * block:t - (j - 1) * block] for j in range(1, n_blocks + 1)])
-    zb = train_vq(sets, K, vq_steps, seed=seed + 1).codes(sets).numpy().reshape(n_blocks, n)
-    rng = np.random.default_rng(seed)
+    zb = fit_codes(sets, K, vq_steps, seed + 1).reshape(n_blocks, n)
     mis = [mi.excess_mi(zt, zb[j], seed) for j in range(n_blocks)]
-    cmis = [float("nan")]
-    for j in range(1, n_blocks):
-        base = np.mean([mi.conditional_mi(zt, zb[j][rng.permutation(n)], zb[0]) for _ in range(5)])
-        cmis.append(mi.conditional_mi(zt, zb[j], zb[0]) - base)
+    cmis = [float("nan")] + [mi.excess_conditional_mi(zt, zb[j], zb[0], seed) for j in range(1, n_blocks)]
     return {"block": list(range(1, n_blocks + 1)), "mi": mis, "cmi": cmis,
             "cnmi": [c / m if m > 0 else float("nan") for c, m in zip(cmis, mis)]}
