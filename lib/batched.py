@@ -86,11 +86,12 @@ def _train_group(fm, x, datasets, local, hooks, seeds, client_ids, steps):
     m = torch.zeros_like(W)
     v = torch.zeros_like(W) if local.optimizer == "adam" else None
     mu = torch.tensor([h.prox_mu for h in hooks], dtype=x.dtype, device=dev).unsqueeze(1)
+    use_mu = any(h.prox_mu for h in hooks)                      # decided on the host, once
     corr = None
     if any(h.correction is not None for h in hooks):
         corr = torch.stack([h.correction if h.correction is not None else torch.zeros_like(x) for h in hooks])
     gens = [batches(len(d), B, steps, torch.Generator().manual_seed(sd)) for d, sd in zip(datasets, seeds)]
-    total = torch.zeros(C, dtype=torch.float64)
+    total = torch.zeros(C, dtype=torch.float64, device=dev)        # on the device: no host sync per step
 
     def loss_one(w, xb, yb, mb):
         ce = F.cross_entropy(fm(w, xb), yb, reduction="none")
@@ -113,13 +114,14 @@ def _train_group(fm, x, datasets, local, hooks, seeds, client_ids, steps):
         losses = per_client(Wg, torch.stack(xs), torch.stack(ys), torch.stack(ms).to(x.dtype))
         (G,) = torch.autograd.grad(losses.sum(), Wg)
         W = W.detach()
-        total += losses.detach().double().cpu()
+        total += losses.detach().double()
         if local.weight_decay:
             G = G + local.weight_decay * W
-        if bool((mu != 0).any()):
+        if use_mu:
             G = G + mu * (W - x)
         if corr is not None:
             G = G + corr
         W, m = optimizer_step(W, G, m, v, t, local)             # the same step as local_train, row-wise
+    total = total.cpu()
     return [ClientResult(cid, W[c] - x, len(d), steps, float(total[c]) / steps, local.lr, local.momentum, None)
             for c, (cid, d) in enumerate(zip(client_ids, datasets))]

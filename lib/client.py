@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from .data import ArrayDataset
 from .params import FlatModel
@@ -100,11 +101,11 @@ def batch_gradient(fm: FlatModel, w: torch.Tensor, data: ArrayDataset, idx: torc
     return loss.item(), g
 
 
-def optimizer_step(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor | None, t: int,
+def step_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor | None, t: int,
                    local: LocalConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One local step on gradient ``g`` (any shape: one client's vector, or a [clients x P] stack, row-wise):
-    Adam (``v`` given; moments updated in place, bias-corrected at step ``t``), else heavy-ball momentum, else
-    SGD. Returns the new weights and momentum buffer."""
+    """The direction d of one local step ``w <- w - lr * d`` on gradient ``g`` (any shape: one client's
+    vector, or a [clients x P] stack, row-wise): Adam (``v`` given; moments updated in place,
+    bias-corrected at step ``t``), else heavy-ball momentum, else SGD (d = g). Returns d and the momentum."""
     if v is not None:                      # Adam
         m.mul_(0.9).add_(g, alpha=0.1)
         v.mul_(0.999).addcmul_(g, g, value=0.001)
@@ -112,7 +113,14 @@ def optimizer_step(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.T
     elif local.momentum:
         m = local.momentum * m + g
         g = m
-    return w - local.lr * g, m
+    return g, m
+
+
+def optimizer_step(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor | None, t: int,
+                   local: LocalConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One local step on gradient ``g`` (see :func:`step_direction`). Returns the new weights and momentum."""
+    d, m = step_direction(g, m, v, t, local)
+    return w - local.lr * d, m
 
 
 def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: LocalConfig,
@@ -128,25 +136,32 @@ def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: Local
     fm.module.train()
     w, m = x.detach().clone(), torch.zeros_like(x)
     v = torch.zeros_like(x) if local.optimizer == "adam" else None
-    total = 0.0
+    grad = torch.zeros_like(x)
+    leaves = fm.bind(w, grad)            # views of w; backward writes the flat gradient into `grad`
+    state = {**bufs, **leaves}
+    inputs = list(leaves.values())
+    total = torch.zeros((), dtype=torch.float64, device=x.device)    # on the device: no host sync per step
     for t, idx in enumerate(batches(len(data), local.batch_size, steps, gen), start=1):
-        w.requires_grad_(True)
-        loss = F.cross_entropy(fm(w, data.x[idx], bufs), data.y[idx])
-        (g,) = torch.autograd.grad(loss, w)
-        w = w.detach()
-        total += loss.item()
+        grad.zero_()
+        xb = data.x[idx]
+        loss = F.cross_entropy(functional_call(fm.module, state, xb if isinstance(xb, tuple) else (xb,)),
+                               data.y[idx])
+        loss.backward(inputs=inputs)
+        total += loss.detach().double()
+        g = grad
         if local.weight_decay:
             g = g + local.weight_decay * w
         if hooks.prox_mu:
             g = g + hooks.prox_mu * (w - x)
         if hooks.correction is not None:
             g = g + hooks.correction
-        w, m = optimizer_step(w, g, m, v, t, local)
-    return ClientResult(client_id, w - x, len(data), steps, total / steps, local.lr, local.momentum,
+        d, m = step_direction(g, m, v, t, local)
+        w.sub_(local.lr * d)             # in place: the leaves see the new weights
+    return ClientResult(client_id, w - x, len(data), steps, total.item() / steps, local.lr, local.momentum,
                         bufs if bufs else None)
 
 
-EVAL_BATCH = {"cpu": 256, "cuda": 4096}   # measured: on 2 CPU cores batch 256 is 2.5x faster than 2,000
+EVAL_BATCH = {"cpu": 128, "cuda": 4096}   # measured on 2 CPU cores (cnn28, 10,000 images): 1.45 s at 128, 2.4 s at 256, 3.1 s at 2,000
 
 
 @torch.no_grad()

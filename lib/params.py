@@ -40,6 +40,23 @@ class FlatModel:
         state = {**(self.buffers if buffers is None else buffers), **self.unflatten(w)}
         return functional_call(self.module, state, x if isinstance(x, tuple) else (x,))
 
+    def bind(self, w: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Leaf tensors that view ``w``, each with a ``.grad`` that views ``g`` (both flat, length P).
+
+        ``loss.backward(inputs=list(leaves.values()))`` then writes the flat gradient straight into
+        ``g`` (autograd accumulates in place into an existing ``.grad``), with no concatenation of
+        per-tensor gradients; an in-place update of ``w`` is what the next forward pass sees. Zero
+        ``g`` before each backward. Used by local training; same numbers as ``autograd.grad`` on ``w``.
+        """
+        if w.shape != (self.numel,) or g.shape != (self.numel,):
+            raise ValueError(f"expected flat vectors of {self.numel} parameters, got {tuple(w.shape)} and {tuple(g.shape)}")
+        leaves = {}
+        for n, wt, gt, s in zip(self.names, torch.split(w, self.numels), torch.split(g, self.numels), self.shapes):
+            leaf = wt.view(s).detach().requires_grad_(True)
+            leaf.grad = gt.view(s)
+            leaves[n] = leaf
+        return leaves
+
     def load_into_module(self, w: torch.Tensor) -> nn.Module:
         """Copy a flat vector into the wrapped module's parameters (for saving or inspection)."""
         with torch.no_grad():

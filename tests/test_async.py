@@ -211,3 +211,43 @@ def test_fedasmu_device_mixing_pulls_towards_the_fresh_model(blobs):
     full = get_async_strategy("fedasmu", device_mixing=1.0).local_update(fm, x_sent, train, local, None, 1, 0, fresh, 4)
     assert (none - 0).abs().mean() < 0.5                        # trained from its own snapshot only
     assert ((full - (fresh - x_sent)).abs().mean()) < 0.5       # restarted halfway from the fresh model
+
+
+@pytest.mark.parametrize("method,kw,delays", [
+    ("fedbuff", {"buffer_size": 3}, "fedrevive"),          # many tasks in flight on one version
+    ("fedasync", {}, "fedrevive"),                         # a new version at every upload: groups of one or two
+    ("fedcompass", {}, "fedrevive"),                       # hooks set per-client step counts: grouped by steps
+])
+def test_batched_inflight_clients_match_the_sequential_engine(blobs, method, kw, delays, monkeypatch):
+    """Batching the tasks in flight on the same version changes no upload: same arrivals, staleness and
+    (within float tolerance) the same models, with the same per-client seeds."""
+    import lib.batched as batched_mod
+    sizes, real = [], batched_mod.local_train_batched
+    monkeypatch.setattr(batched_mod, "local_train_batched",
+                        lambda fm, x, ds, *a, **k: sizes.append(len(ds)) or real(fm, x, ds, *a, **k))
+    train, test = blobs
+    clients = fl.client_datasets(train, iid(train.y.numpy(), 12, seed=0))
+    runs = {}
+    for batched in (False, True):
+        runs[batched] = run_async(mlp(train), get_async_strategy(method, **kw), clients, test,
+                                  DelayModel(delays, 12, seed=1, ref_steps=5), concurrency=6,
+                                  local=LocalConfig(lr=0.1, steps=5, batch_size=16), seed=3, max_versions=12,
+                                  batched=batched, batch_clients=4)
+    a, b = runs[False], runs[True]
+    assert [(u["client"], u["staleness"], u["arrival_time"]) for u in a.updates] == \
+           [(u["client"], u["staleness"], u["arrival_time"]) for u in b.updates]
+    assert float((a.x - b.x).norm() / a.x.norm()) < 1e-5
+    assert [r["accuracy"] for r in a.records] == pytest.approx([r["accuracy"] for r in b.records], abs=0.01)
+    assert max(sizes) == 4 and sum(sizes) >= 12            # tasks really were trained together, capped at 4
+
+
+def test_batched_engine_refuses_what_it_cannot_batch(blobs):
+    train, _ = blobs
+    clients = fl.client_datasets(train, iid(train.y.numpy(), 4, seed=0))
+    with pytest.raises(ValueError, match="batched clients need"):
+        run_async(mlp(train), get_async_strategy("fedasmu"), clients, None, DelayModel.fixed([1.0] * 4), 2,
+                  local=LocalConfig(steps=2), max_versions=2, batched=True)
+    with pytest.raises(ValueError, match="batch_clients must be >= 1"):
+        run_async(mlp(train), get_async_strategy("fedbuff", buffer_size=2), clients, None,
+                  DelayModel.fixed([1.0] * 4), 2, local=LocalConfig(steps=2), max_versions=2, batched=True,
+                  batch_clients=0)

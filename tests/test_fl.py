@@ -93,6 +93,32 @@ def test_correction_hook_shifts_every_step(blobs):
     assert torch.allclose(shifted - base, torch.full_like(x, -0.01), atol=1e-6)  # one step of -lr * 1
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn28"])
+def test_local_step_matches_the_update_rule(model):
+    """local_train against the rule in lib.client's docstring, written out with autograd.grad on the
+    flat vector: g = grad + wd w + mu (w - x) + c; m = rho m + g; w = w - lr m (bit for bit)."""
+    import torch.nn.functional as F
+    from lib.client import batches
+    from lib.data import ArrayDataset
+    gen = torch.Generator().manual_seed(3)
+    data = ArrayDataset(torch.randn(70, 1, 28, 28, generator=gen), torch.randint(0, 10, (70,), generator=gen),
+                        [str(i) for i in range(10)], "noise")
+    fm = FlatModel(build_model(model, (1, 28, 28), 10, seed=0, **({"hidden": (32,)} if model == "mlp" else {})))
+    x = fm.flat()
+    c = 0.01 * torch.randn(x.shape, generator=gen)
+    cfg = LocalConfig(lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, steps=7)
+    ours = local_train(fm, x, data, cfg, ClientHooks(prox_mu=0.1, correction=c), seed=4).delta
+    w, m = x.clone(), torch.zeros_like(x)
+    for idx in batches(len(data), 16, 7, torch.Generator().manual_seed(4)):
+        w.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(fm(w, data.x[idx]), data.y[idx]), w)
+        w = w.detach()
+        g = g + 1e-3 * w + 0.1 * (w - x) + c
+        m = 0.9 * m + g
+        w = w - 0.05 * m
+    assert torch.equal(ours, w - x)
+
+
 @pytest.mark.parametrize("kw,match", [
     ({"clients_per_round": 7}, "clients_per_round must be in 1..6"),
     ({"rounds": 0}, "rounds must be >= 1"),

@@ -19,10 +19,17 @@ client); one with ``period`` aggregates on a timer instead of a count (FedFix).
 
 Local training runs lazily when the upload is handled, from the model snapshot the
 client downloaded: the result is the same as training at dispatch time.
+
+Batched clients (``batched=True``; by default on a GPU): when an upload needs training, every other
+task in flight on the same model version (up to ``batch_clients`` in all) is trained with it in one
+vectorized computation (:mod:`lib.batched`), each with the seed it would have had, and kept until its
+own upload is handled. Same results as the sequential path within float tolerance; a task still in
+flight when the run stops may have been trained for nothing.
 """
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from dataclasses import dataclass, field
 import numpy as np
@@ -113,12 +120,14 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
               delays: DelayModel, concurrency: int, local: LocalConfig | None = None, seed: int = 0,
               max_time: float | None = None, max_versions: int | None = None, eval_every: int = 10,
               eval_every_time: float | None = None, label: str | None = None, train: bool = True,
-              device=None) -> AsyncRun:
+              device=None, batched: bool | None = None, batch_clients: int = 32) -> AsyncRun:
     """Simulate asynchronous FL until ``max_time`` (simulated) or ``max_versions`` server updates.
 
     ``eval_every`` versions (or every ``eval_every_time`` time units) the global model is
     evaluated on ``test``. ``train=False`` skips local training (zero updates): it measures
-    the engine alone. ``device``: where to train (default: the GPU when present).
+    the engine alone. ``device``: where to train (default: the GPU when present). ``batched``: train
+    the tasks dispatched on the same version together, at most ``batch_clients`` at once (default: on
+    a GPU, off on a CPU where it is no faster; ``WORKBOOK_BATCHED=0/1`` overrides).
     """
     from ..fl import place
     fm, clients, test, device = place(model, clients, test, device)
@@ -137,6 +146,17 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         raise ValueError("give max_time or max_versions")
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    if batch_clients < 1:
+        raise ValueError(f"batch_clients must be >= 1, got {batch_clients}")
+    from ..batched import can_batch, local_train_batched
+    possible = can_batch(fm) and not hasattr(strategy, "local_update")
+    if batched is None:
+        env = os.environ.get("WORKBOOK_BATCHED")
+        batched = ((env == "1") if env in ("0", "1") else device.type == "cuda") and possible
+    elif batched and not possible:
+        raise ValueError(f"{strategy.name}: batched clients need a model without buffers and the default local "
+                         f"update; pass batched=False")
+    ready = {}                            # task seq -> its ClientResult, trained ahead in a batch
 
     rng = np.random.default_rng(derive_seed(seed, 2))
     x = fm.flat()
@@ -207,6 +227,23 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         k = np.searchsorted([h[0] for h in history], t, side="right") - 1
         return history[max(k, 0)][1]
 
+    def batch_with_inflight(tid, cid, v0, x_sent, hooks, parts):
+        """Train task ``tid`` together with the tasks in flight on the same version (same seeds as alone)."""
+        group = [(tid, cid, hooks, derive_seed(*parts))]
+        for item in sorted(heap):
+            if len(group) >= batch_clients:
+                break
+            _, tid2, cid2, v2, _, hooks2, *_ = item
+            if v2 == v0 and tid2 not in ready and not hooks2.state:
+                k2 = redispatch.get((cid2, v2), 0)         # its earlier uploads on this version: none can come first
+                group.append((tid2, cid2, hooks2, derive_seed(seed, v2 + 1, cid2) if k2 == 0 else
+                              derive_seed(seed, v2 + 1, cid2, k2)))
+        results = local_train_batched(fm, x_sent, [clients[c] for _, c, _, _ in group], local,
+                                      [h for _, _, h, _ in group], [sd for *_, sd in group],
+                                      [c for _, c, _, _ in group])
+        for (t_, *_), r in zip(group, results):
+            ready[t_] = r
+
     evaluate_now(0.0)
     cohort = concurrency
     for _ in range(cohort):
@@ -232,7 +269,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         arrived = 0
         while heap and heap[0][0] == now and not done:
             t0 = time.perf_counter()
-            _, _, cid, v0, x_sent, hooks, steps, t_disp, tr, down = heapq.heappop(heap)
+            _, tid, cid, v0, x_sent, hooks, steps, t_disp, tr, down = heapq.heappop(heap)
             k = redispatch.get((cid, v0), 0)
             redispatch[(cid, v0)] = k + 1
             engine_s += time.perf_counter() - t0
@@ -243,6 +280,11 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
                 if hasattr(strategy, "local_update"):   # device-side logic (FedASMU's mid-task mixing)
                     delta = strategy.local_update(fm, x_sent, clients[cid], local, hooks, derive_seed(*parts), cid,
                                                   model_at(t_disp + down + tr / 2), steps)
+                elif batched and not hooks.state:
+                    if tid not in ready:
+                        batch_with_inflight(tid, cid, v0, x_sent, hooks, parts)
+                    res = ready.pop(tid)
+                    delta, bufs = res.delta, res.buffers
                 else:
                     res = local_train(fm, x_sent, clients[cid], local, hooks, seed=derive_seed(*parts), client_id=cid)
                     delta, bufs = res.delta, res.buffers
