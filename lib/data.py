@@ -652,6 +652,18 @@ def load_multiple_choice(name: str, data_dir: str | Path | None = None, download
     return items
 
 
+def multiple_choice_instruction(name: str, data_dir: str | Path | None = None, download: bool | None = None) -> str:
+    """The task's own instruction: its file's ``task_prefix`` (what BIG-bench puts before every input),
+    else its one-line ``description``."""
+    if name not in BIGBENCH_MC:
+        raise ValueError(f"unknown multiple-choice task {name!r}; known: {', '.join(sorted(BIGBENCH_MC))}")
+    root = Path(data_dir) if data_dir is not None else paths.data_dir()
+    download = (not offline()) if download is None else download
+    path = _bigbench_files(root, BIGBENCH_MC[name][:1], download)[0]
+    task = json.loads(path.read_text(encoding="utf-8"))
+    return (task.get("task_prefix") or task.get("description") or "").strip()
+
+
 # --------------------------------------------------------------------------- running text (notebook 11)
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 _TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"

@@ -149,3 +149,100 @@ def test_few_shot_outliers_reach_the_knn_router():
     assert len(rows["Base"]["curve outlier"]) == 40 and max(rows["Base"]["curve outlier"]) <= 1.0
     with pytest.raises(ValueError, match="few_shot"):
         leave_task_out(x.double(), correct, lab.numpy(), costs, 0, train, router="knn", k=10, inv_tau=20, few_shot=99)
+
+
+# ---------------------------------------------------------------- the measured LLM correctness table
+from types import SimpleNamespace  # noqa: E402
+
+from lib import routing_llm as rl  # noqa: E402
+from lib.data import MCItem  # noqa: E402
+
+
+class CharTok:
+    """A character tokenizer: ids 1..V-1 by code point, BOS = 1 with special tokens, pad 0."""
+    pad_token_id = 0
+
+    def __call__(self, text, add_special_tokens=True, truncation=False, max_length=None):
+        ids = [2 + ord(ch) % 60 for ch in text]
+        return SimpleNamespace(input_ids=([1] if add_special_tokens else []) + ids)
+
+
+def tiny_lm():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=128, n_embd=16, n_layer=1, n_head=2)).eval()
+
+
+def test_choice_logliks_match_a_hand_computation_per_choice():
+    """Batched and right-padded, each choice's score is its tokens' mean log-probability after the context,
+    computed here one choice at a time with no padding."""
+    model, tok = tiny_lm(), CharTok()
+    ctx, choices = "Q: 2+2?\nA:", ["4", "five", "twenty two"]
+    got, n_tokens = rl.choice_logliks(model, tok, ctx, choices)
+    c_ids = tok(ctx).input_ids
+    for g, ch in zip(got, choices):
+        cont = tok(" " + ch, add_special_tokens=False).input_ids
+        ids = torch.tensor([c_ids + cont])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+        ref = sum(float(logp[len(c_ids) - 1 + j, t]) for j, t in enumerate(cont)) / len(cont)
+        assert g == pytest.approx(ref, abs=1e-5)
+    assert n_tokens == sum(len(c_ids) + len(tok(" " + c, add_special_tokens=False).input_ids) for c in choices)
+
+
+def _items(n, task):
+    # the correct choice repeats the question's last word: a similarity scorer that matches text finds it
+    return [MCItem(f"{task} question {i} word{i}", [f"other{i}", f"word{i}", f"x{i}"], [1], task) for i in range(n)]
+
+
+class WordEncoder:
+    """Bag-of-words embeddings (a fixed hash, crc32), so identical words give cosine 1; counts words as tokens."""
+    max_length = 64
+    model = torch.nn.Linear(3, 2)                      # 8 parameters: the cost's parameter count
+    tokenizer = staticmethod(lambda t, **k: SimpleNamespace(input_ids=t.split()))
+
+    def encode(self, texts, batch_size=64):
+        import zlib
+        out = torch.zeros(len(texts), 4096)
+        for i, t in enumerate(texts):
+            for w in t.split():
+                out[i, zlib.crc32(w.encode()) % 4096] += 1.0
+        return torch.nn.functional.normalize(out, dim=1)
+
+
+def test_correctness_table_measures_every_scorer_and_resumes_from_its_cache(tmp_path):
+    calls = []
+    load = lambda sc: calls.append(sc.name) or WordEncoder()  # noqa: E731
+    kw = dict(n_per_task=6, shots_pool=2, cache_dir=tmp_path, items_of=lambda t: _items(10, t),
+              instruction_of=lambda t: "")
+    sc = [rl.Scorer("words", "similarity", "w")]
+    pool, evaluated = rl.correctness_table(["a", "b"], sc, load=load, **kw)
+    assert pool.correct.shape == (12, 1) and pool.correct.all()          # the matching word is always found
+    assert list(pool.task) == [0] * 6 + [1] * 6 and pool.tasks == ["a", "b"]
+    q_tokens = np.mean([len(it.question.split()) + sum(len(c.split()) for c in it.choices)
+                        for t in "ab" for it in evaluated[t]])
+    assert pool.costs[0] == pytest.approx(8 * q_tokens / 1e6)            # parameters x tokens, in millions
+    again, _ = rl.correctness_table(["a", "b"], sc, load=lambda s: pytest.fail("scored again"), **kw)
+    assert np.array_equal(again.correct, pool.correct) and calls == ["words", "words"]
+
+
+def test_prompts_never_show_the_evaluated_item_and_list_the_options():
+    items = _items(20, "t")
+    ev, shots = rl.split_items(items, 12, 5, seed=3)
+    assert len(ev) == 12 and len(shots) == 5 and not {i.question for i in ev} & {i.question for i in shots}
+    p = rl.prompt(ev[0], shots[:2], instruction="Pick one.")
+    assert p.startswith("Pick one.\n\n") and p.endswith(f"Q: {ev[0].question}\nOptions: {' | '.join(ev[0].choices)}\nA:")
+    assert p.count("Q: ") == 3 and f"A: {shots[0].choices[shots[0].answer]}\n\n" in p
+
+
+def test_bad_llm_table_inputs():
+    with pytest.raises(ValueError, match="kind must be 'lm' or 'similarity'"):
+        rl.Scorer("x", "oracle", "m")
+    with pytest.raises(ValueError, match="0 for a similarity scorer"):
+        rl.Scorer("x", "similarity", "m", shots=2)
+    with pytest.raises(ValueError, match="names must be unique"):
+        rl.correctness_table(["a"], [rl.Scorer("x", "similarity", "m")] * 2, 3, load=lambda s: None,
+                             items_of=lambda t: _items(5, t), instruction_of=lambda t: "")
+    with pytest.raises(ValueError, match="3 shots but only 2 prompt examples"):
+        rl.correctness_table(["a"], [rl.Scorer("g", "lm", "m", shots=3)], 3, shots_pool=2, load=lambda s: None,
+                             items_of=lambda t: _items(8, t), instruction_of=lambda t: "")
