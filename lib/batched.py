@@ -43,6 +43,19 @@ def can_batch(fm: FlatModel, strategy=None) -> bool:
     return True
 
 
+def use_batched(requested: bool | None, possible: bool, device: torch.device, name: str) -> bool:
+    """Whether to batch clients: ``requested`` if given (an error when it is not ``possible``), else
+    ``WORKBOOK_BATCHED=0/1``, else on for a GPU and off for a CPU (where it is no faster: ``make bench``)."""
+    import os
+    if requested is None:
+        env = os.environ.get("WORKBOOK_BATCHED")
+        return ((env == "1") if env in ("0", "1") else device.type == "cuda") and possible
+    if requested and not possible:
+        raise ValueError(f"{name}: batched clients need a model without buffers and the default local update; "
+                         f"pass batched=False")
+    return bool(requested)
+
+
 def local_train_batched(fm: FlatModel, x: torch.Tensor, datasets: list[ArrayDataset], local: LocalConfig,
                         hooks: list[ClientHooks] | None = None, seeds: list[int] | None = None,
                         client_ids: list[int] | None = None) -> list[ClientResult]:

@@ -15,7 +15,6 @@ round; :meth:`FLRun.frame` gives them as a tidy DataFrame.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -122,14 +121,8 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
     if clock.num_clients != n:
         raise ValueError(f"the clock describes {clock.num_clients} clients, the partition {n}")
 
-    from .batched import can_batch, local_train_batched
-    if batched is None:
-        env = os.environ.get("WORKBOOK_BATCHED")
-        batched = (env == "1") if env in ("0", "1") else device.type == "cuda"
-        batched = batched and can_batch(fm, strategy)
-    elif batched and not can_batch(fm, strategy):
-        raise ValueError(f"{strategy.name}: batched clients need a model without buffers and the default local "
-                         f"update; pass batched=False")
+    from .batched import can_batch, local_train_batched, use_batched
+    batched = use_batched(batched, can_batch(fm, strategy), device, strategy.name)
     x = (fm.flat() if x0 is None else x0.detach().clone().to(device))
     buffers = {k: v.clone() for k, v in fm.buffers.items()}
     state = strategy.init(x, n)

@@ -29,7 +29,6 @@ flight when the run stops may have been trained for nothing.
 from __future__ import annotations
 
 import heapq
-import os
 import time
 from dataclasses import dataclass, field
 import numpy as np
@@ -148,14 +147,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     if batch_clients < 1:
         raise ValueError(f"batch_clients must be >= 1, got {batch_clients}")
-    from ..batched import can_batch, local_train_batched
-    possible = can_batch(fm) and not hasattr(strategy, "local_update")
-    if batched is None:
-        env = os.environ.get("WORKBOOK_BATCHED")
-        batched = ((env == "1") if env in ("0", "1") else device.type == "cuda") and possible
-    elif batched and not possible:
-        raise ValueError(f"{strategy.name}: batched clients need a model without buffers and the default local "
-                         f"update; pass batched=False")
+    from ..batched import can_batch, local_train_batched, use_batched
+    batched = use_batched(batched, can_batch(fm) and not hasattr(strategy, "local_update"), device, strategy.name)
     ready = {}                            # task seq -> its ClientResult, trained ahead in a batch
 
     rng = np.random.default_rng(derive_seed(seed, 2))
