@@ -22,12 +22,14 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 # Assumed for one H100 when no GPU is at hand (NOT measured here): sustained fp32/TF32 throughput,
 # and a floor per local step (kernel launches and the functional-call overhead of small models).
+SIZED_PROFILES = ("quick", "smoke")   # profiles sized to minutes by design: a time estimate over the limit warns
 GPU_ASSUMED = {"flops_per_s": 40e12, "step_floor_s": {"mlp": 3e-4, "cnn28": 1e-3, "cnn32": 1e-3,
                                                       "textcnn": 1e-3, "resnet18": 5e-3},
                "device_bytes": 80e9}
@@ -193,10 +195,11 @@ def _plan(notebook, profile, model, model_name, input_shape, num_classes, batch_
 
 
 def check(p: Plan) -> None:
-    """Raise BudgetError when the plan does not fit (skipped by scripts/plan.py, which only sizes)."""
+    """Raise BudgetError when the plan does not fit (skipped by scripts/plan.py, which only sizes). The
+    time limit stops every profile but the :data:`SIZED_PROFILES`, where it warns."""
     if os.environ.get("WORKBOOK_PLAN_ONLY"):
         return
-    problems = []
+    problems, slow = [], None
     if p.host_bytes > 0.8 * p.limits["host_bytes"]:
         problems.append(f"host memory: needs about {p.host_bytes / 1e9:.1f} GB, this machine has "
                         f"{p.limits['host_bytes'] / 1e9:.1f} GB (per-client vectors: fewer clients or a smaller model)")
@@ -205,10 +208,17 @@ def check(p: Plan) -> None:
         if p.device_bytes > 0.9 * total:
             problems.append(f"GPU memory: needs about {p.device_bytes / 1e9:.1f} GB of {total / 1e9:.1f} GB")
     if math.isfinite(p.limits["max_hours"]) and p.hours > p.limits["max_hours"]:
-        problems.append(f"time: about {_hours(p.hours)} on this {p.device} at the measured rate, over the "
-                        f"budget of {p.limits['max_hours']:g} h (WORKBOOK_MAX_HOURS); on one H100 about "
-                        f"{_hours(p.gpu_hours_assumed)} (assumed rates). Shrink seeds, rounds or the grid with "
-                        f"papermill parameters, or raise WORKBOOK_MAX_HOURS to run it anyway")
+        slow = (f"time: about {_hours(p.hours)} on this {p.device} at the measured rate, over the "
+                f"budget of {p.limits['max_hours']:g} h (WORKBOOK_MAX_HOURS); on one H100 about "
+                f"{_hours(p.gpu_hours_assumed)} (assumed rates). Shrink seeds, rounds or the grid with "
+                f"papermill parameters, or raise WORKBOOK_MAX_HOURS to run it anyway")
+        if p.profile in SIZED_PROFILES:
+            # quick and smoke are sized to minutes by design and timed by CI: an estimate over the limit
+            # there means the step timing was taken on a busy machine (oversubscribed threads can read
+            # hundreds of times slow), so it warns instead of stopping a run that takes minutes
+            warnings.warn(f"{p.notebook} ({p.profile}): {slow}", RuntimeWarning, stacklevel=3)
+        else:
+            problems.append(slow)
     if problems:
         raise BudgetError(f"{p.notebook} ({p.profile}) will not fit:\n- " + "\n- ".join(problems))
 
