@@ -174,8 +174,9 @@ def tiny_lm():
 
 
 def test_choice_logliks_match_a_hand_computation_per_choice():
-    """Batched and right-padded, each choice's score is its tokens' mean log-probability after the context,
-    computed here one choice at a time with no padding."""
+    """The prompt run once, its cache shared by the choices (right-padded, of different lengths): each
+    choice's score is its tokens' mean log-probability after the context, computed here one choice at a
+    time, prompt included, with no cache and no padding."""
     model, tok = tiny_lm(), CharTok()
     ctx, choices = "Q: 2+2?\nA:", ["4", "five", "twenty two"]
     got, n_tokens = rl.choice_logliks(model, tok, ctx, choices)
