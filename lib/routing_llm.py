@@ -107,7 +107,8 @@ def choice_logliks(model, tok, context: str, choices: list[str]) -> tuple[np.nda
             logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, past_key_values=cache)
                                      .logits.float(), -1).cpu()
             for b, c in enumerate(conts):                                # position j predicts c[j + 1]
-                sums[b] += float(logp[b, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
+                if len(c) > 1:
+                    sums[b] += float(logp[b, torch.arange(len(c) - 1), torch.tensor(c[1:], dtype=torch.long)].sum())
     return np.array([s / len(c) for s, c in zip(sums, conts)]), sum(len(ctx) + len(c) for c in conts)
 
 

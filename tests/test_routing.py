@@ -159,11 +159,12 @@ from lib.data import MCItem  # noqa: E402
 
 
 class CharTok:
-    """A character tokenizer: ids 1..V-1 by code point, BOS = 1 with special tokens, pad 0."""
+    """A character tokenizer that drops spaces (so " 4" is one token, as a BPE word is): ids 2..61 by code
+    point, BOS = 1 with special tokens, pad 0."""
     pad_token_id = 0
 
     def __call__(self, text, add_special_tokens=True, truncation=False, max_length=None):
-        ids = [2 + ord(ch) % 60 for ch in text]
+        ids = [2 + ord(ch) % 60 for ch in text if ch != " "]
         return SimpleNamespace(input_ids=([1] if add_special_tokens else []) + ids)
 
 
@@ -178,8 +179,9 @@ def test_choice_logliks_match_a_hand_computation_per_choice():
     choice's score is its tokens' mean log-probability after the context, computed here one choice at a
     time, prompt included, with no cache and no padding."""
     model, tok = tiny_lm(), CharTok()
-    ctx, choices = "Q: 2+2?\nA:", ["4", "five", "twenty two"]
+    ctx, choices = "Q: 2+2?\nA:", ["4", "five", "twenty two"]        # one token, four, nine
     got, n_tokens = rl.choice_logliks(model, tok, ctx, choices)
+    assert [len(tok(" " + c, add_special_tokens=False).input_ids) for c in choices] == [1, 4, 9]
     c_ids = tok(ctx).input_ids
     for g, ch in zip(got, choices):
         cont = tok(" " + ch, add_special_tokens=False).input_ids
@@ -189,6 +191,12 @@ def test_choice_logliks_match_a_hand_computation_per_choice():
         ref = sum(float(logp[len(c_ids) - 1 + j, t]) for j, t in enumerate(cont)) / len(cont)
         assert g == pytest.approx(ref, abs=1e-5)
     assert n_tokens == sum(len(c_ids) + len(tok(" " + c, add_special_tokens=False).input_ids) for c in choices)
+    # every choice one token: the prompt's last logits decide alone
+    one, _ = rl.choice_logliks(model, tok, ctx, ["4", "5"])
+    with torch.no_grad():
+        last = torch.log_softmax(model(input_ids=torch.tensor([c_ids])).logits[0, -1], -1)
+    assert one == pytest.approx([float(last[tok("4", add_special_tokens=False).input_ids[0]]),
+                                 float(last[tok("5", add_special_tokens=False).input_ids[0]])], abs=1e-5)
 
 
 def _items(n, task):
