@@ -160,3 +160,45 @@ def test_size_curve_rows_and_whole_model_integer_sizes():
     assert len(rows) == 3 * 3 + 2 * 3                              # whole-model skips 1.5x
     at3 = [r for r in rows if r["target_size"] == 3.0 and r["order"] == "greedy"]
     assert [r["accuracy"] for r in at3] == pytest.approx([float(t.sum()) for t in taus])   # Mx: every model itself
+
+
+def test_vision_tasks_backbone_and_mbconv_units():
+    """The vision track's pieces: class-subset tasks relabelled, BatchNorm / stem / head conv frozen, the
+    16 MBConv blocks first in the flat vector as merge units, the classifier after them."""
+    import os
+
+    from conftest import require_seeded_data
+    from lib import pretrained
+    from lib.params import FlatModel
+    from lib.peft import vision
+    require_seeded_data()
+    tr, te = vision.load_image_task("fashion_tops", 40, 12, seed=3)
+    assert tr.classes == ["T-shirt/top", "Pullover", "Coat", "Shirt"] and (len(tr), len(te)) == (40, 12)
+    assert set(tr.y.tolist()) <= {0, 1, 2, 3}
+    again, _ = vision.load_image_task("fashion_tops", 40, 12, seed=3)
+    assert torch.equal(tr.x, again.x) and torch.equal(tr.y, again.y)
+    full, _ = vision.load_image_task("cifar10", None, 5, seed=0)
+    assert len(full) == 8000 and full.num_classes == 10
+    with pytest.raises(ValueError, match="unknown image task"):
+        vision.load_image_task("svhn", 10, 10)
+    try:
+        model = vision.lite0_for_task(4, "fashion_mnist", size=32, seed=0)
+    except pretrained.ModelError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"EfficientNet-Lite0 not obtainable here: {exc}")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    names, slices = vision.mbconv_units(model)
+    fm = FlatModel(model)
+    assert len(names) == 16 and slices[0].start == 0
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))          # contiguous, in order
+    assert fm.numel - slices[-1].stop == 1280 * 4 + 4                           # the classifier, after the blocks
+    assert not any(n.startswith(("1.conv_stem", "1.conv_head")) for n in fm.names)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model.train()
+    model(tr.x[:4])                                                             # training mode: statistics stay
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # two seeds: the same backbone, different classifier initialisations
+    other = FlatModel(vision.lite0_for_task(4, "fashion_mnist", size=32, seed=1)).flat()
+    assert torch.equal(fm.flat()[:slices[-1].stop], other[:slices[-1].stop])
+    assert not torch.equal(fm.flat()[slices[-1].stop:], other[slices[-1].stop:])

@@ -8,6 +8,9 @@ adapters.py     LoRA, FFA-LoRA, LoRA-XS / Fed-SB and Ravan parameterizations of 
 ravan.py        Ravan's round: FedAvg of the folded uploads s_i H_i
 rpca.py         Robust PCA (principal component pursuit, inexact ALM); FedRPCA and
                 task-arithmetic scaled averaging as strategies
+text.py         text tasks, frozen lower-layer features (cached), the top layers to adapt
+vision.py       image tasks (datasets and class subsets), EfficientNet-Lite0 with BatchNorm
+                frozen, its 16 MBConv blocks as merge units (notebook 07's vision track)
 =============== ==================================================================
 
 FedIT is LoRA with FedAvg (``get_strategy("fedavg")`` on a LoRA-injected model).
