@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ import torch
 
 from .routing_pool import Pool
 
-PROMPT_VERSION = 2          # part of every cache key: a change of the prompt format never reuses old scores
+PROMPT_VERSION = 3          # part of every cache key: a change of the prompt format never reuses old scores
 
 
 @dataclass
@@ -56,7 +56,9 @@ class Scorer:
 
 def split_items(items: list, n: int, shots_pool: int, seed: int) -> tuple[list, list]:
     """Draw ``n`` evaluation items and, apart from them, ``shots_pool`` items the few-shot prompts may use
-    (seeded; never overlapping, so no prompt contains its own answer)."""
+    (seeded; never overlapping, so no prompt contains its own answer). Every drawn item's choices are put
+    in a seeded random order (answers re-indexed): BIG-bench files may list the correct choice first
+    (temporal_sequences always does), and a prompt that lists the options would leak that position."""
     if n < 1:
         raise ValueError(f"need at least one item per task, got n={n}")
     rng = np.random.default_rng(seed)
@@ -64,7 +66,15 @@ def split_items(items: list, n: int, shots_pool: int, seed: int) -> tuple[list, 
     n = min(n, len(items) - shots_pool)
     if n < 1:
         raise ValueError(f"{len(items)} items cannot give {shots_pool} prompt examples and any to evaluate")
-    return [items[i] for i in order[:n]], [items[i] for i in order[n: n + shots_pool]]
+    drawn = [shuffle_choices(items[i], rng) for i in order[: n + shots_pool]]
+    return drawn[:n], drawn[n:]
+
+
+def shuffle_choices(item, rng):
+    """The item with its choices in a random order drawn from ``rng`` and its answers re-indexed."""
+    perm = rng.permutation(len(item.choices))
+    where = {int(old): new for new, old in enumerate(perm)}
+    return replace(item, choices=[item.choices[j] for j in perm], answers=sorted(where[a] for a in item.answers))
 
 
 def prompt(item, examples: list = (), instruction: str = "") -> str:

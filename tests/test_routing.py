@@ -255,3 +255,21 @@ def test_bad_llm_table_inputs():
     with pytest.raises(ValueError, match="3 shots but only 2 prompt examples"):
         rl.correctness_table(["a"], [rl.Scorer("g", "lm", "m", shots=3)], 3, shots_pool=2, load=lambda s: None,
                              items_of=lambda t: _items(8, t), instruction_of=lambda t: "")
+
+
+def test_split_items_shuffles_each_items_options_and_keeps_its_answer():
+    """A file that lists the correct choice first (as BIG-bench's temporal_sequences does) must not leak
+    it through the option order of the prompt."""
+    items = [MCItem(f"q{i}", [f"right{i}", f"w{i}a", f"w{i}b", f"w{i}c"], [0], "t") for i in range(200)]
+    ev, shots = rl.split_items(items, 150, 5, seed=0)
+    for it in ev + shots:
+        assert it.choices[it.answer] == f"right{it.question[1:]}" and sorted(it.choices) == sorted(
+            items[int(it.question[1:])].choices)
+    first = np.mean([it.answer == 0 for it in ev])
+    assert 0.15 < first < 0.35                                    # about 1/4, not always 0
+    again, _ = rl.split_items(items, 150, 5, seed=0)
+    assert [it.choices for it in again] == [it.choices for it in ev]
+    synonyms = MCItem("q", ["3", "x", "three", "y"], [0, 2], "t")
+    shuffled = rl.shuffle_choices(synonyms, np.random.default_rng(1))
+    assert sorted(shuffled.choices[a] for a in shuffled.answers) == ["3", "three"]
+    assert items[0].choices[0] == "right0"                        # the caller's items are left as they were
