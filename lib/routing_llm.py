@@ -5,7 +5,7 @@ we can measure a few small models on BIG-bench multiple-choice tasks that stand 
 (social_iqa for SocialQA, elementary_math_qa for GSM8k / SVAMP, logical_deduction for LogiQA,
 BIG-bench Hard's source tasks for BBH). Every entry is measured here, never assigned:
 
-* a **causal LM** (gemma-3-270m), zero- or k-shot, picks the choice with the highest mean
+* a **causal LM** (gemma-3-270m, Qwen2.5-Coder-0.5B-Instruct), zero- or k-shot, picks the choice with the highest mean
   log-likelihood per token after the prompt (length-normalised, so long choices are not penalised)::
 
       prompt   = the task's instruction (BIG-bench's task_prefix) + "\\n\\n"
