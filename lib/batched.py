@@ -33,12 +33,15 @@ from .params import FlatModel
 
 
 def can_batch(fm: FlatModel, strategy=None) -> bool:
-    """Whether clients of this model (and strategy) can train batched: no buffers, the default local update."""
+    """Whether clients of this model (and strategy) can train batched: no buffers, the default local update
+    (a synchronous strategy that does not override ``Strategy.local_update``, or an asynchronous one that
+    defines none)."""
     if fm.buffers:
         return False
     if strategy is not None:
         from .strategies.base import Strategy
-        if type(strategy).local_update is not Strategy.local_update:
+        own = getattr(type(strategy), "local_update", None)
+        if own is not None and own is not Strategy.local_update:
             return False
     return True
 

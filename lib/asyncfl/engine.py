@@ -148,7 +148,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     if batch_clients < 1:
         raise ValueError(f"batch_clients must be >= 1, got {batch_clients}")
     from ..batched import can_batch, local_train_batched, use_batched
-    batched = use_batched(batched, can_batch(fm) and not hasattr(strategy, "local_update"), device, strategy.name)
+    batched = use_batched(batched, can_batch(fm, strategy), device, strategy.name)
     ready = {}                            # task seq -> its ClientResult, trained ahead in a batch
 
     rng = np.random.default_rng(derive_seed(seed, 2))
