@@ -152,7 +152,8 @@ def compare_times(ours, base, horizon: float, *, paired: bool = True, magnitude:
     ca, cb = int(np.isnan(a).sum()), int(np.isnan(b).sum())
     a, b = np.where(np.isnan(a), horizon, a), np.where(np.isnan(b), horizon, b)
     if np.any(a <= 0) or np.any(b <= 0):
-        raise ValueError("times to target must be positive")
+        raise ValueError("times to target must be positive; a time of 0 means the target was met before any "
+                         "training (at round or time 0): choose a target above the starting accuracy")
     log_mag = -math.log(1 - magnitude) if magnitude is not None else None
     ev = compare(np.log(b), np.log(a), higher_is_better=True, paired=paired, magnitude=log_mag,
                  reason_if_few=reason_if_few)

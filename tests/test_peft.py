@@ -262,3 +262,172 @@ def test_top_encoder_reproduces_the_full_model_from_cached_lower_layers(family):
             plain = TopEncoder(model.encoder.layer[-2:], 32, 3).encode_top(packed)
         assert not torch.allclose(plain[real], out.last_hidden_state[real], atol=1e-2)
         assert all("rel_bias" not in n for n, p in top.named_parameters() if p.requires_grad)
+
+
+class PointwiseNet(nn.Module):
+    """A stand-in for a CNN: a 1x1 expansion, a 3x3 depthwise convolution, a 1x1 projection, a head."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv_pw, self.conv_dw = nn.Conv2d(6, 10, 1, bias=False), nn.Conv2d(10, 10, 3, padding=1, groups=10)
+        self.conv_pwl, self.head = nn.Conv2d(10, 6, 1), nn.Linear(6, 3)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.3
+
+    def forward(self, x):
+        return self.head(self.conv_pwl(torch.relu(self.conv_dw(self.conv_pw(x)))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("method,heads", [("lora", 1), ("ravan", 2)])
+def test_adapters_on_pointwise_convolutions_are_the_linear_update_at_every_pixel(method, heads):
+    """A 1x1 convolution is a linear map of channels at each pixel; its adapter adds dW the same way."""
+    x = torch.randn(2, 6, 5, 5)
+    want = PointwiseNet()(x)
+    model = PointwiseNet()
+    names = inject(model, lambda n: n.startswith("conv_pw"), method, rank=2, heads=heads, seed=3)
+    assert names == ["conv_pw", "conv_pwl"]                          # the 3x3 depthwise conv is not a candidate
+    assert torch.allclose(model(x), want, atol=1e-6)                 # dW = 0 at the start
+    (_, pw), (_, pwl) = adapters(model)
+    with torch.no_grad():
+        for layer in (pw, pwl):
+            for p in layer.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn(p.shape) * 0.5)
+        d = pw.delta_weight()
+        assert d.shape == (10, 6)
+        w = pw.base.weight[:, :, 0, 0] + d                           # reference: per pixel, y = (W + dW) x
+        ref = torch.einsum("oi,nihw->nohw", w, x)
+        assert torch.allclose(pw(x), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="1x1"):
+        from lib.peft import AdapterLinear
+        AdapterLinear(nn.Conv2d(4, 4, 3), "lora", rank=1)
+
+
+def test_budget_rank_gives_every_method_loras_count_on_any_shape():
+    from lib.peft.adapters import budget_rank
+    for d_out, d_in in [(672, 112), (112, 672), (384, 384), (320, 1152)]:
+        lora = 4 * (d_in + d_out)
+        for method, heads in [("lora", 1), ("ffa", 1), ("lora_xs", 1), ("ravan", 4)]:
+            r = budget_rank(method, 4, heads)(d_out, d_in)
+            sent = {"lora": r * (d_in + d_out), "ffa": r * d_out, "lora_xs": r * r, "ravan": heads * r * r}[method]
+            up = {"lora": (r + 1) * (d_in + d_out), "ffa": (r + 1) * d_out, "lora_xs": (r + 1) ** 2,
+                  "ravan": heads * (r + 1) ** 2}[method]
+            assert sent <= lora < up, (method, d_out, d_in, r)        # the largest rank within LoRA's count
+    model = PointwiseNet()
+    inject(model, ["conv_pw"], "ffa", rank=budget_rank("ffa", 1))
+    (_, layer), = adapters(model)
+    assert communicated_count(layer) == 10 * 1 + 0 and layer.rank == 1   # ffa: r d_out <= 1 (6 + 10) -> r = 1
+
+
+def test_top_decoder_reproduces_a_gemma3_model_from_cached_lower_layers():
+    """The cached path for decoders: lower layers once, then TopDecoder's copies of the top layers (causal and
+    sliding-window masks, rotary positions, final norm) give the full model's last hidden states."""
+    import transformers
+    from lib.peft.text import TopDecoder, lower_layer_features
+    cfg = transformers.Gemma3TextConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                        sliding_window=4, layer_types=["sliding_attention", "full_attention"] * 2,
+                                        max_position_embeddings=64, attn_implementation="eager")
+    torch.manual_seed(0)
+    lm = transformers.Gemma3ForCausalLM(cfg).eval()
+    ids = torch.randint(3, 60, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 6:] = 0                                                   # right padding
+    with torch.no_grad():
+        full = lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hs = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        real = mask.bool()
+        for k in (1, 3):
+            packed = torch.cat([hs[4 - k], mask.unsqueeze(-1).float()], -1)
+            top = TopDecoder(lm, k, num_classes=2)
+            assert torch.allclose(top.encode_top(packed)[real], full[real], atol=1e-4), k
+        wrong = TopDecoder(lm, 3, num_classes=2)
+        wrong.window = None                                           # without the sliding window: different
+        assert not torch.allclose(wrong.encode_top(packed)[real], full[real], atol=1e-3)
+
+    class Tok:                                                        # lower_layer_features on the same model
+        padding_side = "left"
+
+        def __call__(self, texts, **kw):
+            return {"input_ids": ids[:len(texts)], "attention_mask": mask[:len(texts)]}
+    feats = lower_layer_features(lm, Tok(), ["a", "b", "c"], top_layers=3, max_length=10)
+    assert torch.allclose(feats, packed)
+    assert not any(n.startswith(("norm", "rotary")) for n, p in top.named_parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="top_layers"):
+        TopDecoder(lm, 5, num_classes=2)
+
+
+def test_top_cnn_on_cached_lower_stages_is_the_whole_network():
+    """EfficientNet-Lite0 (random weights): lower stages once, then TopCNN's copies of the top stages and the
+    network's own classifier give the network's logits; its 1x1 convolutions take adapters."""
+    import timm
+    from timm.layers import freeze_batch_norm_2d
+    from lib.peft.vision import TopCNN, lower_stage_features
+    torch.manual_seed(0)
+    net = freeze_batch_norm_2d(timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=5)).eval()
+    model = nn.Sequential(nn.Identity(), net)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        want = net(x)
+        for start in (4, 6):
+            top = TopCNN(model, start, num_classes=5).eval()
+            top.head.load_state_dict(net.classifier.state_dict())
+            got = top(lower_stage_features(model, x, start))
+            assert torch.allclose(got, want, atol=1e-4), start
+    names = inject(top, lambda n: "conv_pw" in n, "ravan", rank=4, heads=2)
+    assert names == ["blocks.6.0.conv_pw", "blocks.6.0.conv_pwl"]        # the stages keep their numbers
+    with torch.no_grad():
+        assert torch.allclose(top(lower_stage_features(model, x, 6)), want, atol=1e-4)
+
+
+def test_image_track_adapts_only_wide_pointwise_convolutions_at_equal_budgets(tmp_path, monkeypatch):
+    """EfficientNet-Lite0 (the real ImageNet weights) on CIFAR-10 as a federated PEFT track: cached lower
+    stages, adapters on the 1x1 convolutions with >= 112 channels, every method within LoRA's count."""
+    import os
+
+    from conftest import require_seeded_data
+    from lib import pretrained
+    from lib.peft.tracks import MIN_CONV, load_track
+    require_seeded_data()
+    monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
+    try:
+        track = load_track("efficientnet-lite0", "cifar10", "smoke", 2, 8, 4, seed=0, image_size=64)
+    except pretrained.ModelError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"EfficientNet-Lite0 not obtainable here: {exc}")
+    assert track.train.x.shape == (8, 112, 4, 4) and track.train.num_classes == 10   # stage 5's input at 64 px
+    sent = {}
+    for method, heads in [("lora", 1), ("ffa", 1), ("lora_xs", 1), ("ravan", 4)]:
+        net = track.adapted(method, 4, heads, seed=0)
+        layers = adapters(net)
+        assert [n for n, _ in layers] == [f"blocks.5.{j}.conv_{c}" for j in range(4) for c in ("pw", "pwl")] + \
+            ["blocks.6.0.conv_pw", "blocks.6.0.conv_pwl", "conv_head"]
+        assert all(min(l.base.weight.shape[:2]) >= MIN_CONV for _, l in layers)
+        sent[method] = sum(communicated_count(l) for _, l in layers)
+        with torch.no_grad():
+            assert net(track.train.x[:2]).shape == (2, 10)
+    lora = sent.pop("lora")
+    assert all(0.9 * lora <= v <= lora for v in sent.values()), sent
+    again = load_track("efficientnet-lite0", "cifar10", "smoke", 2, 8, 4, seed=0, image_size=64)
+    assert torch.equal(again.train.x, track.train.x)                      # cached, deterministic
+    with pytest.raises(ValueError, match="unknown model"):
+        load_track("resnet", "cifar10", "smoke", 1, 8, 4)
+
+
+@pytest.mark.parametrize("family", ["minilm", "mpnet"])
+def test_merge_units_cover_every_trained_parameter_of_a_layer(family):
+    """Notebook 07's merge units per encoder: six per transformer layer, in order, covering its parameters."""
+    import transformers
+    from lib.merging import param_blocks
+    from lib.peft.text import MERGE_UNITS, TopEncoder, relative_bias_of
+    kw = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+              max_position_embeddings=32)
+    model = (transformers.BertModel(transformers.BertConfig(**kw)) if family == "minilm"
+             else transformers.MPNetModel(transformers.MPNetConfig(**kw)))
+    top = TopEncoder(model.encoder.layer, 16, 3, relative_bias=relative_bias_of(model))
+    names, slices = param_blocks(top.layers, MERGE_UNITS[family])
+    assert [n.split(":")[1] for n in names] == MERGE_UNITS[family] * 2
+    assert slices[0].start == 0 and all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    assert slices[-1].stop == sum(p.numel() for p in top.layers.parameters())

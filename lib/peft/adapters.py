@@ -1,6 +1,8 @@
 """Low-rank adapters on a frozen pre-trained model's linear layers, one parameterization per method.
 
 A frozen ``nn.Linear`` with weight W (d_out x d_in) becomes ``y = x W^T + b + x dW^T`` with
+(a 1x1 convolution is the same linear map applied at every pixel: W is its [d_out, d_in] kernel, and dW is
+applied as a 1x1 convolution; EfficientNet's expansion and projection convolutions are adapted this way)
 
 =========== ============================================ ================================ ==================
 method      dW                                           trained (communicated)           per layer
@@ -37,15 +39,36 @@ def _orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
-class AdapterLinear(nn.Module):
-    """A frozen linear layer plus a low-rank update dW in one of :data:`METHODS`."""
+def is_pointwise_conv(m: nn.Module) -> bool:
+    """A 1x1 convolution that is a linear map of channels at every pixel (stride 1, no padding, one group)."""
+    return (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and tuple(m.stride) == (1, 1)
+            and m.groups == 1 and tuple(m.dilation) == (1, 1)
+            and (m.padding in ("valid", "same") or tuple(m.padding) == (0, 0)))
 
-    def __init__(self, base: nn.Linear, method: str, rank: int, heads: int = 1, alpha: float | None = None,
+
+def adaptable(m: nn.Module) -> bool:
+    """What :func:`inject` can adapt: ``nn.Linear`` and pointwise (1x1) ``nn.Conv2d``."""
+    return isinstance(m, nn.Linear) or is_pointwise_conv(m)
+
+
+def matrix_shape(m: nn.Module) -> tuple[int, int]:
+    """(d_out, d_in) of the weight matrix an adapter updates."""
+    if not adaptable(m):
+        raise ValueError(f"{type(m).__name__} is not adaptable: expected nn.Linear or a 1x1, stride-1, ungrouped "
+                         f"nn.Conv2d without padding")
+    return tuple(m.weight.shape[:2])
+
+
+class AdapterLinear(nn.Module):
+    """A frozen linear layer (or pointwise convolution) plus a low-rank update dW in one of :data:`METHODS`."""
+
+    def __init__(self, base: nn.Module, method: str, rank: int, heads: int = 1, alpha: float | None = None,
                  seed: int = 0):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown adapter method {method!r}; expected one of {', '.join(METHODS)}")
-        d_out, d_in = base.weight.shape
+        d_out, d_in = matrix_shape(base)
+        self.conv = isinstance(base, nn.Conv2d)
         if rank < 1 or heads < 1:
             raise ValueError(f"rank and heads must be >= 1, got rank {rank}, heads {heads}")
         if method in ("lora_xs", "ravan") and rank * heads > min(d_in, d_out):
@@ -78,6 +101,8 @@ class AdapterLinear(nn.Module):
         return torch.einsum("hor,hrs,hsi->oi", self.basis_B, core, self.basis_A)
 
     def forward(self, x):
+        if self.conv:
+            return self.base(x) + nn.functional.conv2d(x, self.delta_weight()[:, :, None, None])
         return self.base(x) + x @ self.delta_weight().T
 
     def trained_count(self) -> int:
@@ -103,21 +128,33 @@ def rank_for_budget(method: str, budget: int, d_in: int, d_out: int, heads: int 
     return r
 
 
-def inject(model: nn.Module, targets, method: str, rank: int, heads: int = 1, alpha: float | None = None,
+def budget_rank(method: str, lora_rank: int, heads: int = 1):
+    """``rank(d_out, d_in)`` for :func:`inject`: every adapted matrix communicates what LoRA at rank
+    ``lora_rank`` communicates on it, ``lora_rank * (d_in + d_out)`` (equal budgets per matrix, whatever its
+    shape); a rank whose heads would exceed ``min(d_in, d_out)`` raises (choose larger matrices)."""
+    def rank(d_out: int, d_in: int) -> int:
+        return rank_for_budget(method, lora_rank * (d_in + d_out), d_in, d_out, heads)
+    return rank
+
+
+def inject(model: nn.Module, targets, method: str, rank, heads: int = 1, alpha: float | None = None,
            seed: int = 0) -> list[str]:
-    """Freeze every parameter of ``model``, then replace the ``nn.Linear`` modules whose names match
-    ``targets`` (a list of name suffixes, or a predicate on the name) by :class:`AdapterLinear`.
+    """Freeze every parameter of ``model``, then replace the ``nn.Linear`` (and pointwise ``nn.Conv2d``)
+    modules whose names match ``targets`` (a list of name suffixes, or a predicate on the name) by
+    :class:`AdapterLinear`. ``rank``: an int, or ``rank(d_out, d_in)`` per matrix (:func:`budget_rank`).
     Returns the replaced names; raises if none matched."""
     for p in model.parameters():
         p.requires_grad_(False)
     match = targets if callable(targets) else (lambda n: any(n == t or n.endswith("." + t) for t in targets))
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and match(n)]
+    names = [n for n, m in model.named_modules() if adaptable(m) and match(n)]
     if not names:
-        raise ValueError(f"no nn.Linear in the model matches {targets!r}")
+        raise ValueError(f"no nn.Linear or 1x1 nn.Conv2d in the model matches {targets!r}")
     for i, name in enumerate(names):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, AdapterLinear(getattr(parent, child), method, rank, heads, alpha, seed=seed + i))
+        base = getattr(parent, child)
+        r = rank(*matrix_shape(base)) if callable(rank) else rank
+        setattr(parent, child, AdapterLinear(base, method, r, heads, alpha, seed=seed + i))
     return names
 
 

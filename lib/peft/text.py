@@ -11,7 +11,9 @@ With ``top_layers = n`` every layer is adapted and only the embeddings are cache
 and sent by every method alike, so the communicated counts differ only by the adapters.
 Cached inputs pack the hidden states and the attention mask into one tensor [N, L, d + 1] (last channel:
 the mask), so the workbook's datasets, partitions and client loop take them unchanged.
-BERT-family encoders (MiniLM) and MPNet, whose relative-position bias :class:`TopEncoder` recomputes\nfrom a frozen copy of the bias table (``TopEncoder(..., relative_bias=relative_bias_of(model))``).
+BERT-family encoders (MiniLM) and MPNet, whose relative-position bias :class:`TopEncoder` recomputes
+from a frozen copy of the bias table (``TopEncoder(..., relative_bias=relative_bias_of(model))``), and
+Gemma-3 decoders (:class:`TopDecoder`: causal and sliding-window masks, rotary positions, the final norm).
 """
 from __future__ import annotations
 
@@ -24,6 +26,16 @@ from torch import nn
 
 from .. import paths
 from ..data import ArrayDataset, TextSplit
+
+
+# merge units of one transformer layer (notebook 07), by encoder: substrings of its parameter names, in order
+# (a parameter matching none, e.g. a LayerNorm, joins the unit before it; see lib.merging.param_blocks)
+MERGE_UNITS = {
+    "minilm": ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output",
+               "intermediate", "output"],
+    "mpnet": ["attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "intermediate",
+              "output"],
+}
 
 
 class TopEncoder(nn.Module):
@@ -69,6 +81,62 @@ class TopEncoder(nn.Module):
         return self.head((h * m).sum(1) / m.sum(1).clamp_min(1.0))
 
 
+class TopDecoder(TopEncoder):
+    """A causal language model's top decoder layers (Gemma 3), its final norm, mean pooling over real tokens
+    and a linear head. Texts are right-padded, so a real token never attends to padding; each layer gets
+    the causal mask (sliding-window layers: only the last ``sliding_window`` tokens) and the rotary
+    position embeddings of its layer type, positions counted from 0 as in the full model."""
+
+    def __init__(self, model, top_layers: int, num_classes: int, seed: int = 0):
+        inner = _decoder_stack(model)
+        n = len(inner.layers)
+        if not 1 <= top_layers <= n:
+            raise ValueError(f"top_layers must be in 1..{n}, got {top_layers}")
+        cfg = inner.config
+        super().__init__(list(inner.layers[-top_layers:]), cfg.hidden_size, num_classes, seed=seed)
+        self.norm = copy.deepcopy(inner.norm).requires_grad_(False)
+        self.rotary = copy.deepcopy(inner.rotary_emb)
+        self.layer_types = list(cfg.layer_types[-top_layers:])
+        self.window = getattr(cfg, "sliding_window", None)
+
+    def encode_top(self, packed):
+        h, mask = packed[..., :-1], packed[..., -1]
+        L, dev = h.shape[1], h.device
+        pos = torch.arange(L, device=dev)
+        allowed = (pos[None, :] <= pos[:, None])[None, None] & mask.bool()[:, None, None, :]   # [N, 1, L, L]
+        low = torch.finfo(h.dtype).min
+        masks, rope = {}, {}
+        for t in set(self.layer_types):
+            a = allowed
+            if t == "sliding_attention" and self.window:
+                a = a & ((pos[:, None] - pos[None, :]) < self.window)[None, None]
+            masks[t] = torch.zeros(a.shape, dtype=h.dtype, device=dev).masked_fill(~a, low)
+            rope[t] = self.rotary(h, pos.unsqueeze(0), t)
+        for layer, t in zip(self.layers, self.layer_types):
+            out = layer(h, attention_mask=masks[t], position_embeddings=rope[t], position_ids=pos.unsqueeze(0))
+            h = out[0] if isinstance(out, tuple) else out
+        return self.norm(h)
+
+
+def _decoder_stack(model):
+    """The decoder stack (``.layers``, ``.norm``, ``.rotary_emb``) of a causal LM or its text model."""
+    inner = getattr(model, "model", model)
+    inner = getattr(inner, "language_model", inner)
+    if not (hasattr(inner, "layers") and hasattr(inner, "norm") and hasattr(inner, "rotary_emb")
+            and hasattr(inner.config, "layer_types")):
+        raise ValueError(f"{type(model).__name__}: expected a Gemma-3-style causal LM (model.layers, norm, "
+                         f"rotary_emb, config.layer_types)")
+    return inner
+
+
+def is_decoder(model) -> bool:
+    try:
+        _decoder_stack(model)
+        return True
+    except ValueError:
+        return False
+
+
 def relative_bias_of(model):
     """What :class:`TopEncoder` needs beyond the layers: MPNet's encoder (its relative-position bias),
     None for BERT-family encoders."""
@@ -84,20 +152,30 @@ def _bert_like(model) -> None:
 @torch.no_grad()
 def lower_layer_features(model, tokenizer, texts: list[str], top_layers: int, max_length: int,
                          batch_size: int = 64) -> torch.Tensor:
-    """[N, max_length, d + 1]: the hidden states entering the top ``top_layers`` layers, and the mask."""
+    """[N, max_length, d + 1]: the hidden states entering the top ``top_layers`` layers, and the mask.
+    Encoders (BERT family, MPNet) or Gemma-3 decoders (right-padded: real tokens come first)."""
     from ..utils import progress
-    _bert_like(model)
-    n_layers = len(model.encoder.layer)
+    decoder = is_decoder(model)
+    if decoder:
+        stack = _decoder_stack(model)
+        n_layers = len(stack.layers)
+    else:
+        _bert_like(model)
+        n_layers = len(model.encoder.layer)
     if not 1 <= top_layers <= n_layers:
         raise ValueError(f"top_layers must be in 1..{n_layers}, got {top_layers}")
     model.eval()
     out = []
+    side = getattr(tokenizer, "padding_side", "right")
+    tokenizer.padding_side = "right"
     for i in progress(range(0, len(texts), batch_size), desc="encoding the frozen lower layers"):
         b = tokenizer(list(texts[i: i + batch_size]), padding="max_length", truncation=True,
                       max_length=max_length, return_tensors="pt")
-        hs = model(**b, output_hidden_states=True).hidden_states
+        b = {k: v for k, v in b.items() if k in ("input_ids", "attention_mask")}
+        hs = (stack if decoder else model)(**b, output_hidden_states=True).hidden_states
         h = hs[n_layers - top_layers]
         out.append(torch.cat([h, b["attention_mask"].unsqueeze(-1).to(h.dtype)], -1).float())
+    tokenizer.padding_side = side
     return torch.cat(out)
 
 

@@ -17,6 +17,9 @@ fashion_tops       fashion_mnist       T-shirt/top, Pullover, Coat, Shirt (the c
 Fine-tuning keeps BatchNorm frozen (its statistics and affine parameters: merging running statistics
 has no meaning), and the stem and the last 1x1 convolution too, so the trainable backbone is exactly
 the 16 MBConv blocks, FlexMerge's merge units here; each task has its own classifier, never merged.
+
+For federated fine-tuning (notebook 05's full profile) :class:`TopCNN` is the network's top stages on
+cached lower-stage features, with LoRA-family adapters on their 1x1 convolutions.
 """
 from __future__ import annotations
 
@@ -90,3 +93,41 @@ def mbconv_units(model: torch.nn.Module) -> tuple[list[str], list[slice]]:
         raise ValueError("the MBConv blocks' parameters are not first in the flat vector: was the model built "
                          "by lite0_for_task?")
     return names, slices
+
+
+class TopCNN(torch.nn.Module):
+    """EfficientNet-Lite0's stages from ``from_stage`` on (copies, to be adapted), its frozen head
+    convolution and BatchNorm, global average pooling and a new linear ``head`` (seeded). Its input is
+    what the frozen lower stages output (:func:`lower_stage_features`, cached), so federated clients run
+    only the top of the network, as :class:`lib.peft.text.TopEncoder` does for text."""
+
+    def __init__(self, model: torch.nn.Module, from_stage: int, num_classes: int, seed: int = 0):
+        import copy
+        super().__init__()
+        net = model[1]
+        if not 0 <= from_stage < len(net.blocks):
+            raise ValueError(f"from_stage must be in 0..{len(net.blocks) - 1}, got {from_stage}")
+        self.blocks = copy.deepcopy(net.blocks[from_stage:])
+        self.conv_head, self.bn2 = copy.deepcopy(net.conv_head), copy.deepcopy(net.bn2)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.head = torch.nn.Linear(net.num_features, num_classes)
+
+    def forward(self, x):
+        h = self.bn2(self.conv_head(self.blocks(x)))
+        return self.head(h.mean((2, 3)))
+
+
+@torch.no_grad()
+def lower_stage_features(model: torch.nn.Module, x: torch.Tensor, from_stage: int,
+                         batch_size: int = 256) -> torch.Tensor:
+    """What the frozen input adapter, stem and stages ``< from_stage`` of a :func:`lite0_for_task` model
+    output for the images ``x`` (the workbook's tensors): [N, C, H, W]."""
+    from ..utils import progress
+    model.eval()
+    inp, net = model[0], model[1]
+    out = []
+    for i in progress(range(0, len(x), batch_size), desc="encoding the frozen lower stages"):
+        h = net.bn1(net.conv_stem(inp(x[i: i + batch_size])))
+        out.append(net.blocks[:from_stage](h))
+    return torch.cat(out)
