@@ -256,6 +256,14 @@ def test_top_encoder_reproduces_the_full_model_from_cached_lower_layers(family):
             got = top.encode_top(packed)
             real = mask.bool()
             assert torch.allclose(got[real], out.last_hidden_state[real], atol=1e-4), (family, k)
+    class Tok:                  # lower_layer_features (which runs only the layers it needs) gives the same input
+        def __call__(self, texts, **kw):
+            return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    from lib.peft.text import lower_layer_features
+    for k in (1, 3):
+        feats = lower_layer_features(model, Tok(), ["t"] * 4, top_layers=k, max_length=12)
+        assert torch.allclose(feats, torch.cat([out.hidden_states[3 - k], mask.unsqueeze(-1).float()], -1), atol=1e-5)
+    assert len(model.encoder.layer) == 3                  # the model is left whole
     if family == "mpnet":       # the bias table is frozen: it is not among the trained (and sent) parameters
         assert not any(p.requires_grad for p in top.rel_bias.parameters())
         with torch.no_grad():       # and without it the layers compute something else
@@ -352,7 +360,9 @@ def test_top_decoder_reproduces_a_gemma3_model_from_cached_lower_layers():
         def __call__(self, texts, **kw):
             return {"input_ids": ids[:len(texts)], "attention_mask": mask[:len(texts)]}
     feats = lower_layer_features(lm, Tok(), ["a", "b", "c"], top_layers=3, max_length=10)
-    assert torch.allclose(feats, packed)
+    assert torch.allclose(feats, packed, atol=1e-6) and len(lm.model.layers) == 4
+    feats = lower_layer_features(lm, Tok(), ["a", "b", "c"], top_layers=4, max_length=10)
+    assert torch.allclose(feats[..., :-1], hs[0], atol=1e-6)                 # all layers on top: the embeddings
     assert not any(n.startswith(("norm", "rotary")) for n, p in top.named_parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="top_layers"):
         TopDecoder(lm, 5, num_classes=2)

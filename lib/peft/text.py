@@ -168,14 +168,21 @@ def lower_layer_features(model, tokenizer, texts: list[str], top_layers: int, ma
     out = []
     side = getattr(tokenizer, "padding_side", "right")
     tokenizer.padding_side = "right"
-    for i in progress(range(0, len(texts), batch_size), desc="encoding the frozen lower layers"):
-        b = tokenizer(list(texts[i: i + batch_size]), padding="max_length", truncation=True,
-                      max_length=max_length, return_tensors="pt")
-        b = {k: v for k, v in b.items() if k in ("input_ids", "attention_mask")}
-        hs = (stack if decoder else model)(**b, output_hidden_states=True).hidden_states
-        h = hs[n_layers - top_layers]
-        out.append(torch.cat([h, b["attention_mask"].unsqueeze(-1).to(h.dtype)], -1).float())
-    tokenizer.padding_side = side
+    owner, attr = (stack, "layers") if decoder else (model.encoder, "layer")
+    layers = getattr(owner, attr)
+    # only the layers below the top run (and one more, so the hidden state taken is never a final one)
+    setattr(owner, attr, nn.ModuleList(list(layers)[: n_layers - top_layers + 1]))
+    try:
+        for i in progress(range(0, len(texts), batch_size), desc="encoding the frozen lower layers"):
+            b = tokenizer(list(texts[i: i + batch_size]), padding="max_length", truncation=True,
+                          max_length=max_length, return_tensors="pt")
+            b = {k: v for k, v in b.items() if k in ("input_ids", "attention_mask")}
+            hs = (stack if decoder else model)(**b, output_hidden_states=True).hidden_states
+            h = hs[n_layers - top_layers]
+            out.append(torch.cat([h, b["attention_mask"].unsqueeze(-1).to(h.dtype)], -1).float())
+    finally:
+        setattr(owner, attr, layers)
+        tokenizer.padding_side = side
     return torch.cat(out)
 
 
