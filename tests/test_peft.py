@@ -441,3 +441,27 @@ def test_merge_units_cover_every_trained_parameter_of_a_layer(family):
     assert [n.split(":")[1] for n in names] == MERGE_UNITS[family] * 2
     assert slices[0].start == 0 and all(a.stop == b.start for a, b in zip(slices, slices[1:]))
     assert slices[-1].stop == sum(p.numel() for p in top.layers.parameters())
+
+
+def test_track_clients_and_labels():
+    """Clients of a track's setting: one per group ("domains"), or Dirichlet label skew over 8 with half per
+    round ("dirα"); labels name the main track's settings plainly and the others with their track."""
+    from lib.peft.tracks import Track, clients_for, load_tracks, setting_label
+    groups = np.array(["a", "b", "c", "d"] * 20)
+    train = ArrayDataset(torch.randn(80, 3), torch.arange(80) % 4, list("wxyz"), "toy", {"groups": groups})
+    track = Track("m", "toy", 1, train, train, lambda s: None, ["q"])
+    clients, per_round = clients_for(track, "domains-hetero", 0)
+    assert per_round == 4 and [len(c) for c in clients] == [20] * 4
+    assert [sorted(set(c.y.tolist())) for c in clients] == [[0], [1], [2], [3]]     # group g holds label g here
+    clients, per_round = clients_for(track, "dir0.1", 0)
+    assert per_round == 4 and len(clients) == 8 and sum(len(c) for c in clients) == 80
+    assert min(len(c) for c in clients) >= 2
+    again, _ = clients_for(track, "dir0.1", 0)
+    assert [len(c) for c in again] == [len(c) for c in clients]                  # seeded
+    with pytest.raises(ValueError, match="client setting"):
+        clients_for(track, "iid", 0)
+    tracks = [(track, ["domains"]), (Track("gemma", "vitaminc", 1, train, train, lambda s: None, []), ["dir1"])]
+    assert setting_label(tracks, 0, "domains") == "domains"
+    assert setting_label(tracks, 1, "dir1") == "gemma · vitaminc: dir1"
+    with pytest.raises(ValueError, match="model, task, top_layers"):
+        load_tracks(["minilm", "multiemo", 1], [], "smoke")

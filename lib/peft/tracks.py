@@ -51,7 +51,6 @@ class Track:
     test: ArrayDataset
     make_top: Callable[[int], nn.Module]
     targets: object                      # name suffixes, or a predicate on module names (for ``inject``)
-    hidden: int
 
     @property
     def name(self) -> str:
@@ -82,7 +81,6 @@ def load_track(model: str, task: str, profile: str, top_layers: int, n_train: in
     if model == "gemma-3-270m":
         lm, tok = pretrained.causal_lm(model, device="cpu")
         enc = SimpleNamespace(model=lm, tokenizer=tok)
-        hidden = lm.config.hidden_size
         make = lambda s: TopDecoder(lm, top_layers, len(tr.classes), seed=s)  # noqa: E731
     else:
         enc = encoder or pretrained.sentence_encoder(model, device="cpu", max_length=max_length)
@@ -91,7 +89,7 @@ def load_track(model: str, task: str, profile: str, top_layers: int, n_train: in
         make = lambda s: TopEncoder(layers, hidden, len(tr.classes), seed=s, relative_bias=bias)  # noqa: E731
     train = cached_features(model, tr, top_layers, max_length, profile, encoder=enc)
     test = cached_features(model, te, top_layers, max_length, profile, encoder=enc)
-    return Track(model, task, top_layers, train, test, make, TEXT_TARGETS[model], hidden)
+    return Track(model, task, top_layers, train, test, make, TEXT_TARGETS[model])
 
 
 def _image_track(model, task, profile, top_layers, n_train, n_test, seed, size) -> Track:
@@ -122,10 +120,45 @@ def _image_track(model, task, profile, top_layers, n_train, n_test, seed, size) 
     if not wide:
         raise ValueError(f"no 1x1 convolution with >= {MIN_CONV} channels in the top {top_layers} stage(s); "
                          f"use more stages")
-    return Track(model, task, top_layers, features(tr), features(te), make_top, lambda n: n in wide,
-                 net[1].num_features)
+    return Track(model, task, top_layers, features(tr), features(te), make_top, lambda n: n in wide)
 
 
 def _wide_pointwise(m: nn.Module) -> bool:
     from .adapters import is_pointwise_conv
     return is_pointwise_conv(m) and min(matrix_shape(m)) >= MIN_CONV
+
+
+def load_tracks(main: list, more: list, profile: str, seed: int = 0, max_length: int = 64,
+                image_size: int = 128) -> list[tuple[Track, list[str]]]:
+    """The main track and the others, each ``[model, task, top_layers, n_train, n_test, settings]``
+    (a notebook's ``more_tracks`` entries), loaded and cached: ``[(track, settings), ...]``, main first."""
+    out = []
+    for spec in [main, *more]:
+        if len(spec) != 6:
+            raise ValueError(f"a track is [model, task, top_layers, n_train, n_test, settings], got {spec!r}")
+        model, task, top, n_train, n_test, settings = spec
+        out.append((load_track(model, task, profile, top, n_train, n_test, seed, max_length, image_size),
+                    list(settings)))
+    return out
+
+
+def setting_label(tracks: list, i: int, setting: str) -> str:
+    """A setting's label in records and figures: the main track's (``i = 0``) by name, the others with
+    their model and task."""
+    return setting if i == 0 else f"{tracks[i][0].name}: {setting}"
+
+
+def clients_for(track: Track, setting: str, seed: int, clients: int = 8) -> tuple[list, int]:
+    """``(client datasets, clients per round)``: ``domains...`` = one client per group of the training set
+    (e.g. MultiEmo's review domains), all training every round; ``dirα`` = Dirichlet(α) label skew over
+    ``clients`` clients (at least 2 examples each), half of them per round."""
+    from .. import fl, partition
+    from .text import group_partition
+    train = track.train
+    if setting.startswith("domains"):
+        groups = group_partition(train.meta["groups"])
+        return [train.subset(ix) for ix in groups], len(groups)
+    if not setting.startswith("dir"):
+        raise ValueError(f"unknown client setting {setting!r}; expected 'domains...' or 'dir<alpha>'")
+    part = partition.dirichlet(train.y.numpy(), clients, alpha=float(setting[3:]), seed=seed, min_size=2)
+    return fl.client_datasets(train, part), clients // 2
