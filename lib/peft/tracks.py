@@ -36,6 +36,13 @@ from .. import paths
 from ..data import ArrayDataset
 from .adapters import budget_rank, inject, matrix_shape
 
+# What notebooks 05 and 06 change in their full profile when no GPU is present (``FULL_CPU = dict(FULL_GPU,
+# **FULL_CPU_CHANGES)``): the quick encoder's top layer in every client setting of the GPU variant, and two more
+# tracks at sizes that finish in about an hour on 2 CPU cores. Each notebook's setting cell says what this cuts.
+FULL_CPU_CHANGES = dict(encoder="minilm", top_layers=1, max_length=48, train_per_domain=1000, test_per_domain=125,
+                        rounds=20, local_steps=5, target=0.45,
+                        more_tracks=[["minilm", "ag_news_testsplit", 1, 2000, 500, ["dir0.1", "dir1"]],
+                                     ["efficientnet-lite0", "cifar10", 1, 3000, 1000, ["dir0.1", "dir1"]]])
 TEXT_TARGETS = {"minilm": ["query", "value"], "mpnet": ["q", "v"], "gemma-3-270m": ["q_proj", "v_proj"]}
 IMAGE_MODELS = ("efficientnet-lite0",)
 MIN_CONV = 112          # EfficientNet: adapt 1x1 convolutions with at least this many channels in and out
