@@ -16,10 +16,11 @@ The tolerance of a mean over n seeds is ``TOL_SE`` standard errors of that mean 
 the notebook itself measures): a change of processor perturbs every run like a new rounding of the
 same seed, far less than a new seed, while a real regression moves the mean by more than the
 noise the notebook already reports. Exact quantities (counts, shapes) are checked exactly.
-Verdicts are not compared: a verdict is a function of the checked numbers, and one that changes
-while every number stays inside its tolerance sat at a boundary (seen across CPU kernels: a
-per-seed range at a grid's unstable end moved while its mean did not). The recorded verdicts stay
-in the expected file, so a re-recording shows any change in its diff.
+Verdicts are compared with a stability margin (``evidence.STABILITY_SE``): the expected file keeps
+each verdict, how close (in standard errors) its interval ended to a boundary of the rule, and the
+machine that recorded it. On that machine a changed verdict fails; on another processor it fails
+unless the recorded interval end lay within the margin of the boundary it crossed (a value inside its
+tolerance can then cross the boundary: seen across CPU kernels), which is reported, not hidden.
 """
 from __future__ import annotations
 
@@ -31,9 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import paths
-from .evidence import Evidence
-
-VERDICTS = ("reproduced", "partly", "not reproduced", "not measurable here")
+from .evidence import STABILITY_SE, VERDICTS, Evidence
 TOL_SE = 3.0          # tolerance of a checked mean, in standard errors of the seed mean
 TOL_FLOOR = 1e-9      # relative floor, so that a value identical over seeds is compared to rounding only
 
@@ -52,6 +51,22 @@ class Claim:
     note: str = ""
     source: str = "paper"          # "paper": the paper's claim; "ours": our own control experiment
     evidence: dict = field(default_factory=dict)
+
+
+def machine() -> str:
+    """The processor and numeric stack a recording was made on (a verdict may not change on the same one)."""
+    import platform
+
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}; {platform.machine()}; torch {torch.__version__}; {torch.get_num_threads()} threads"
 
 
 def checks_mode() -> str:
@@ -134,10 +149,26 @@ class Claims:
         return mean
 
     def _record_verdict(self, claim: str, ev: Evidence):
-        """Keep the verdict beside the checked values (not compared: see the module docstring)."""
-        if self._expected is not None and claim not in self._expected.get("verdicts", {}):
+        """Keep the verdict beside the checked values; under test, compare it (see the module docstring)."""
+        dist = ev.distance_se()
+        self._verdicts[claim] = {"verdict": ev.verdict, "distance_se": None if dist is None else round(dist, 3)}
+        if self._expected is None:
+            return
+        rec = self._expected.get("verdicts", {}).get(claim)
+        if rec is None:
             raise CheckError(f"claim {claim!r}: not in the recorded run; re-record the notebook")
-        self._verdicts[claim] = ev.verdict
+        rec = rec if isinstance(rec, dict) else {"verdict": rec, "distance_se": None}
+        if rec["verdict"] == ev.verdict:
+            return
+        same_machine = self._expected.get("machine") == machine()
+        near = rec.get("distance_se") is not None and rec["distance_se"] < STABILITY_SE
+        if same_machine or not near:
+            raise CheckError(f"claim {claim!r}: verdict {ev.verdict!r}, recorded {rec['verdict']!r} "
+                             f"({'on this machine' if same_machine else 'its interval end lay ' + str(rec.get('distance_se')) + ' standard errors from a boundary, outside the stability margin ' + str(STABILITY_SE)}): "
+                             f"a regression, or outputs recorded with other code")
+        print(f"note: claim {claim!r} reads {ev.verdict!r} on this processor, recorded {rec['verdict']!r} on "
+              f"{self._expected.get('machine')}: its interval end lay {rec['distance_se']} standard errors from a "
+              f"boundary of the rule (within the stability margin of {STABILITY_SE})")
 
     # ---- rows -----------------------------------------------------------------------------------
     def add(self, paper: str, claim: str, paper_value, evidence: Evidence, note: str = "",
@@ -180,13 +211,16 @@ class Claims:
     def save(self) -> str:
         out = paths.results_dir(self.profile) / f"{self.notebook}.claims.json"
         out.parent.mkdir(parents=True, exist_ok=True)
+        # every measured number goes with the claims, so that prose about this run can be checked against it
         out.write_text(json.dumps({"notebook": self.notebook, "profile": self.profile, "config": self.config,
-                                   "claims": [asdict(r) for r in self.rows]}, indent=1))
+                                   "claims": [asdict(r) for r in self.rows],
+                                   "values": {k: v["value"] for k, v in self._values.items()}}, indent=1))
         if self.mode == "record":
             exp = expected_path(self.notebook)
             exp.write_text(json.dumps({"notebook": self.notebook, "profile": self.profile, "config": self.config,
                                        "tolerance": f"{TOL_SE:g} standard errors of the seed mean",
-                                       "values": self._values, "verdicts": self._verdicts}, indent=1) + "\n")
+                                       "machine": machine(), "values": self._values,
+                                       "verdicts": self._verdicts}, indent=1) + "\n")
         return paths.rel(out)
 
     def show(self):
@@ -206,6 +240,8 @@ def rows_markdown(rows) -> str:
     out = []
     for r in rows:
         claim = get(r, "claim") + (" *(ours)*" if get(r, "source") == "ours" else "")
+        ev = get(r, "evidence") or {}
+        old = " (rule 1)" if ev and ev.get("rule", 1) < 2 and get(r, "verdict") != "not measurable here" else ""
         out.append(f"| {esc(get(r, 'paper'))} | {esc(claim)} | {esc(get(r, 'paper_value'))} | {esc(get(r, 'our_value'))} "
-                   f"| **{get(r, 'verdict')}** | {esc(get(r, 'note'))} |\n")
+                   f"| **{get(r, 'verdict')}**{old} | {esc(get(r, 'note'))} |\n")
     return head + "".join(out)

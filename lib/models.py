@@ -257,7 +257,8 @@ def default_model(dataset: str) -> str:
     """The model each dataset is paired with unless a notebook says otherwise."""
     return {"fashion_mnist": "cnn28", "mnist": "cnn28", "cifar10": "resnet18", "cifar10_testsplit": "resnet18",
             "cifar100": "resnet18", "ag_news": "text", "ag_news_testsplit": "text", "multiemo": "text",
-            "vitaminc": "text", "movie_dialog": "text", "formal_fallacies": "text"}.get(dataset, "mlp")
+            "vitaminc": "text", "movie_dialog": "text", "formal_fallacies": "text",
+            "intent_recognition": "text"}.get(dataset, "mlp")
 
 
 def reset_head(model: nn.Module, seed: int) -> nn.Module:

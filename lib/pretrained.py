@@ -19,7 +19,6 @@ Heavy models are for the full profiles and the chapters that need them; tests lo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -207,8 +206,8 @@ def materialize(name: str, check: bool = True) -> Path:
 
 
 def _offline() -> bool:
-    flag = os.environ.get("WORKBOOK_OFFLINE", "") or os.environ.get("HF_HUB_OFFLINE", "")
-    return flag.strip().lower() not in ("", "0", "false", "no")
+    """No hub: WORKBOOK_OFFLINE or HF_HUB_OFFLINE set, or huggingface.co not answering (asked once, a few seconds)."""
+    return sources.hub_offline()
 
 
 def _local_or_hub(name: str) -> tuple[str, ModelSource, bool]:

@@ -25,7 +25,7 @@ def resolve_profile(profile: str = "auto", verbose: bool = True) -> str:
             print(f"profile=auto -> {chosen} ({'a CUDA GPU is visible' if chosen == 'full' else 'no CUDA GPU'})")
         return chosen
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES} or 'auto'")
+        raise ValueError(f"unknown profile {profile!r}: the profiles are {', '.join(PROFILES)} and auto")
     return profile
 
 

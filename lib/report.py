@@ -16,7 +16,7 @@ from collections import Counter
 
 from . import paths
 from .claims import rows_markdown
-from .evidence import RULE
+from .evidence import RULE, VERDICTS, VERSION
 
 PROFILES = ("quick", "full")
 
@@ -34,13 +34,44 @@ def _commit() -> str:
         return "unknown"
 
 
+def code_hash(notebook: str, text: str | None = None) -> str:
+    """sha256 (12 hex) of a notebook's code cells: a record made from other code is stale."""
+    import hashlib
+    path = paths.REPO_ROOT / "notebooks" / f"{notebook}.ipynb"
+    if text is None and not path.exists():
+        return ""
+    nb = json.loads(text if text is not None else path.read_text())
+    code = "\n\f\n".join("".join(c["source"]) for c in nb["cells"]
+                          if c["cell_type"] == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", []))
+    return hashlib.sha256(code.encode()).hexdigest()[:12]
+
+
+def staleness(doc: dict) -> list[str]:
+    """Why a record no longer stands for its notebook: a failed later run, other code, an older rule."""
+    why = []
+    if doc.get("stale"):
+        why.append(f"the last run failed on {doc['stale']['since']} ({doc['stale']['error']}); these rows are from "
+                   f"the run of record")
+    nb = paths.REPO_ROOT / "notebooks" / f"{doc['notebook']}.ipynb"
+    if nb.exists() and doc.get("code_hash") and doc["code_hash"] != code_hash(doc["notebook"]):
+        why.append("the notebook's code has changed since the run of record")
+    if nb.exists() and not doc.get("code_hash"):
+        why.append("the record does not say which code it ran (made before records carried a code hash)")
+    old = [r["claim"] for r in doc["claims"] if r.get("evidence", {}).get("rule", 1) < VERSION
+           and r["verdict"] != "not measurable here"]
+    if old:
+        why.append(f"{len(old)} row(s) carry a verdict of rule version 1 that could not be re-derived from stored "
+                   f"values: " + "; ".join(old))
+    return why
+
+
 def promote(notebook: str, profile: str, date: str | None = None, commit: str | None = None) -> str:
     """Make the claims table a notebook just saved the claims of record for its profile."""
     src = paths.results_dir(profile) / f"{notebook}.claims.json"
     if not src.exists():
         raise FileNotFoundError(f"{paths.rel(src)}: the notebook saved no claims table (does it end with claims.show()?)")
     doc = json.loads(src.read_text())
-    doc.update(date=date or datetime.date.today().isoformat(), commit=commit or _commit())
+    doc.update(date=date or datetime.date.today().isoformat(), commit=commit or _commit(), code_hash=code_hash(notebook) or None)
     doc.pop("stale", None)
     out = record_dir(profile) / f"{notebook}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,13 +108,18 @@ def build_report(profiles=PROFILES) -> str:
         found = True
         tally = Counter(r["verdict"] for d in docs for r in d["claims"])
         parts.append(f"\n## Profile `{profile}`\n\n")
-        parts.append("Verdicts: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.items())) + "\n")
+        parts.append(f"Verdicts ({sum(tally.values())} rows): "
+                     + ", ".join(f"{k}: {tally[k]}" for k in [*VERDICTS, *sorted(set(tally) - set(VERDICTS))]
+                                 if tally[k]) + "\n")
         for d in docs:
             parts.append(f"\n### {d['notebook']}\n\n")
             parts.append(f"Run of record: {d.get('date', '?')}, commit `{d.get('commit', '?')}`.")
-            if d.get("stale"):
-                parts.append(f" **Stale**: the last run failed on {d['stale']['since']} "
-                             f"({d['stale']['error']}); these rows are from the run of record.")
+            if d.get("rederived"):
+                parts.append(f" Verdicts re-derived under rule version {VERSION} from the stored per-seed values "
+                             f"on {d['rederived']}.")
+            why = staleness(d)
+            if why:
+                parts.append(" **Stale**: " + "; ".join(why) + ".")
             parts.append("\n\n" + rows_markdown(d["claims"]))
     if not found:
         parts.append("\nNo claims of record yet: run `make reproduce` first.\n")
@@ -97,7 +133,7 @@ def summary_table(profile: str = "quick") -> str:
     """One line per claim: notebook, claim, our value, verdict (the README's claims summary)."""
     rows = ["| notebook | claim | ours (estimate [95% interval]) | verdict |", "|---|---|---|---|"]
     for d in load_records(profile):
-        stale = " (stale)" if d.get("stale") else ""
+        stale = " (stale)" if staleness(d) else ""
         for r in d["claims"]:
             claim = r["claim"] + (" *(ours)*" if r.get("source") == "ours" else "")
             cells = [d["notebook"] + stale, claim, r["our_value"], f"**{r['verdict']}**"]

@@ -129,6 +129,8 @@ INSTRUCTIONS = {
     "vitaminc": "Given the passage, is the claim true, false, or is there not enough information?",
     "movie_dialog": "Are these two lines of movie dialogue spoken by the same speaker or by different ones?",
     "formal_fallacies": "Is this argument deductively valid or invalid?",
+    "intent_recognition": "What does this request to a voice assistant ask for: add to a playlist, book a restaurant, "
+                          "the weather, play music, a screening, a creative work, or rate a book?",
 }
 
 

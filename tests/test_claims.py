@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lib import evidence as ev
+from lib import claims as claims_mod
 from lib import report
 from lib.claims import CheckError, Claims
 from lib.profiles import configure, resolve_profile
@@ -60,11 +61,38 @@ def test_record_then_check_passes_within_tolerance_and_fails_outside(dirs, monke
         demo({"rounds": 99})                # other parameters than the recording: re-record, never skip
 
 
-def test_verdicts_are_recorded_but_only_their_numbers_are_compared(dirs, monkeypatch):
+def _near(shift):
+    """A claim whose interval's upper end lies 0.2 standard errors below δ = 0.01 (smaller than claimed);
+    ``shift`` = 0.0001 carries it across (reproduced) while every value stays inside its tolerance."""
+    c = Claims("94_near", "quick")
+    base = np.array([0.70, 0.72, 0.74])
+    c.add("P", "near a boundary", "-", ev.compare(base + shift + np.array([0.0087, 0.0092, 0.0082]), base))
+    c.add("P", "far from a boundary", "-", ev.compare(base + 0.05 + np.array([0.001, -0.001, 0]), base))
+    return c
+
+
+def test_verdicts_are_compared_with_a_stability_margin(dirs, monkeypatch):
+    monkeypatch.setenv("WORKBOOK_CHECKS", "record")
+    _near(0.0).save()
+    exp = json.loads((dirs / "WORKBOOK_EXPECTED" / "94_near.expected.json").read_text())
+    rec = exp["verdicts"]["near a boundary"]
+    assert rec["verdict"] == "smaller than claimed" and rec["distance_se"] < ev.STABILITY_SE
+    assert exp["verdicts"]["far from a boundary"]["distance_se"] > 10 and exp["machine"] == claims_mod.machine()
+    monkeypatch.setenv("WORKBOOK_CHECKS", "check")
+    with pytest.raises(CheckError, match="on this machine"):
+        _near(0.0001)                       # the recording machine: any change of verdict fails
+    monkeypatch.setattr(claims_mod, "machine", lambda: "another processor")
+    assert _near(0.0001).rows[0].verdict == "reproduced"     # another processor, within the margin: a note
+    # far from its boundary, a changed verdict fails on any machine (values still inside tolerance)
+    exp["verdicts"]["near a boundary"]["distance_se"] = 3.0
+    (dirs / "WORKBOOK_EXPECTED" / "94_near.expected.json").write_text(json.dumps(exp))
+    with pytest.raises(CheckError, match="outside the stability margin"):
+        _near(0.0001)
+
+
+def test_a_moved_arm_is_caught_through_its_values(dirs, monkeypatch):
     monkeypatch.setenv("WORKBOOK_CHECKS", "record")
     demo({}).save()
-    exp = json.loads((dirs / "WORKBOOK_EXPECTED" / "99_demo.expected.json").read_text())
-    assert exp["verdicts"]["x beats y"] == "reproduced"
     monkeypatch.setenv("WORKBOOK_CHECKS", "check")
     with pytest.raises(CheckError, match="claim 1: ours"):
         demo({}, verdict_shift=-0.1)        # the arm behind the verdict moved: caught through its values

@@ -47,6 +47,13 @@ class SynthesisConfig:
     augment: bool = True            # crop (pad 4) + flip before the teachers: match how clients trained
     adv_start: int = 100            # synthesis calls before the adversarial term is used
     window: int = 20                # loss values kept for the explosion test (at least 10 before it acts)
+    # The explosion test's memory. "per_step" (default): one window per term and step of a call, holding every
+    # finite value. "authors": one window per term holding only accepted values (their _stabilize_loss). That
+    # one latches once a call's later steps drive L_oh down: a call's first step (fresh z, E) is then > 3x the
+    # window's mean, is zeroed and never enters it, so L_oh stays off in every later first step and, with more
+    # than two steps, in the whole call (issue 38: g_steps 10 reached 0.10 requested-class probability with
+    # "authors", 0.84 with "per_step"; scripts/synthesis_isolation.py).
+    stabilizer: str = "per_step"
 
     @classmethod
     def for_input(cls, input_shape, **overrides) -> "SynthesisConfig":
@@ -56,6 +63,8 @@ class SynthesisConfig:
         return cls(**{**(grey28 if shape[1:] == (28, 28) and shape[0] == 1 else {}), **overrides})
 
     def __post_init__(self):
+        if self.stabilizer not in ("per_step", "authors"):
+            raise ValueError(f"stabilizer must be 'per_step' or 'authors', got {self.stabilizer!r}")
         if self.adv_start < 0:
             raise ValueError(f"adv_start must be >= 0, got {self.adv_start}")
         for k in ("batch_size", "g_steps", "pool_size", "window"):
@@ -204,18 +213,21 @@ class Synthesizer:
         self.pool = SyntheticPool(self.cfg.pool_size)
         self.recent = {}                                       # the last `window` values of each loss term
         self.calls = 0
+        self.trace = []                                        # the last call's L_oh at each of its steps
 
     def _robust(self, name, value):
-        """Zero a term that is NaN or explodes (> explode x the mean of its recent values, once 10 are
-        kept); else remember it."""
+        """Zero a term that is NaN or explodes (> explode x the mean of its recent values under ``name``, once
+        10 are kept). ``step`` keys the windows by term and step (``stabilizer``, SynthesisConfig)."""
         v = float(value.detach())
         kept = self.recent.setdefault(name, [])
         mean = sum(kept) / len(kept) if len(kept) >= 10 else None
-        if not torch.isfinite(value) or (mean is not None and mean > 0 and v > self.cfg.explode * mean):
+        if not torch.isfinite(value):
             return torch.zeros(()), True
-        kept.append(v)
-        del kept[: -self.cfg.window]
-        return value, False
+        bad = mean is not None and mean > 0 and v > self.cfg.explode * mean
+        if not bad or self.cfg.stabilizer == "per_step":    # "authors": only accepted values are kept
+            kept.append(v)
+            del kept[: -self.cfg.window]
+        return (torch.zeros(()), True) if bad else (value, False)
 
     def step(self, teachers: list[Teacher], student_w=None) -> dict:
         """One synthesis call; adds its best batch to the pool. ``student_w`` (the current global model)
@@ -236,7 +248,8 @@ class Synthesizer:
         opt = torch.optim.Adam([{"params": fast.parameters(), "lr": c.lr_g},
                                 {"params": [z, E], "lr": c.lr_z}], betas=(0.5, 0.999))
         best, log, first_oh = (float("inf"), None), {}, None
-        for _ in range(c.g_steps):
+        self.trace = []
+        for i in range(c.g_steps):
             x = fast(z + c.cond_scale * E[y])
             a = self.G.augment(x, self.gen) if c.augment and not isinstance(x, tuple) else x
             parts = synthesis_losses(self.fm, a, y, teachers, weights, student_w)
@@ -244,7 +257,7 @@ class Synthesizer:
             for name, wgt in (("oh", c.w_oh), ("bn", c.w_bn), ("adv", c.w_adv)):
                 if wgt == 0 or (name == "adv" and student_w is None):
                     continue
-                val, bad = self._robust(name, parts[name])
+                val, bad = self._robust(f"{name}@{i}" if c.stabilizer == "per_step" else name, parts[name])
                 zeroed += [name] if bad else []
                 total = total + wgt * val
             if float(total.detach() if torch.is_tensor(total) else total) < best[0]:
@@ -252,6 +265,7 @@ class Synthesizer:
             log = {k: float(parts[k].detach()) for k in ("oh", "bn", "adv")} | {"total": best[0],
                                                                                "zeroed": zeroed}
             first_oh = log["oh"] if first_oh is None else first_oh
+            self.trace.append(log["oh"])
             log["oh_first"] = first_oh              # before this call's steps: how good G's start is
             if torch.is_tensor(total) and total.requires_grad:
                 opt.zero_grad()

@@ -39,6 +39,7 @@ from .adapters import budget_rank, inject, matrix_shape
 # What notebooks 05 and 06 change in their full profile when no GPU is present (``FULL_CPU = dict(FULL_GPU,
 # **FULL_CPU_CHANGES)``): the quick encoder's top layer in every client setting of the GPU variant, and two more
 # tracks at sizes that finish in about an hour on 2 CPU cores. Each notebook's setting cell says what this cuts.
+# AG News's track takes its stand-in (lib.data.resolve: the test split, else intent_recognition) when it is not here.
 FULL_CPU_CHANGES = dict(encoder="minilm", top_layers=1, max_length=48, train_per_domain=1000, test_per_domain=125,
                         rounds=20, local_steps=5, target=0.45,
                         more_tracks=[["minilm", "ag_news_testsplit", 1, 2000, 500, ["dir0.1", "dir1"]],
@@ -83,6 +84,7 @@ def load_track(model: str, task: str, profile: str, top_layers: int, n_train: in
                          f"{', '.join([*TEXT_TARGETS, *IMAGE_MODELS])}")
     from .. import data, pretrained
     from .text import TopDecoder, TopEncoder, cached_features, relative_bias_of, subsample
+    task = data.resolve_all([task], profile)[0]   # AG News: its stand-in in quick and smoke, and offline
     tr, te = data.load_text(task)
     tr, te = subsample(tr, n_train, seed), subsample(te, n_test, seed + 1)
     if model == "gemma-3-270m":
