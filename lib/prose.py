@@ -20,7 +20,7 @@ import math
 import re
 from pathlib import Path
 
-_NUM = re.compile(r"(?<![\w.])[-+−]?(\d+\.\d+)(%?)")
+_NUM = re.compile(r"(?<![\w.])[-+−]?(\d+\.\d+(?:e[-+]?\d+)?)(%?)", re.I)
 _ANY = re.compile(r"[-+−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
 _SKIP = [re.compile(p, re.S) for p in (r"\$\$.*?\$\$", r"\$[^$\n]+\$", r"`[^`]*`", r"\]\([^)]*\)",
                                        r"https?://\S+", r"arXiv[: ]\s*\d{4}\.\d{4,5}", r"\b\d{4}\.\d{4,5}\b")]
@@ -74,11 +74,12 @@ def sources(nb: dict, records: list[dict]) -> set[float]:
 
 def matches(token: str, found: set[float]) -> bool:
     pct = token.endswith("%")
-    digits = token.rstrip("%")
-    k = len(digits.split(".")[1])
+    digits = token.rstrip("%").lower()
+    mantissa, _, exp = digits.partition("e")
+    k = len(mantissa.split(".")[1])
     value = float(digits)
     cands = [value / 100, value] if pct else [value]
-    tol = 0.5 * 10 ** (-k) * (1 + 1e-9)
+    tol = 0.5 * 10 ** (-k) * 10 ** int(exp or 0) * (1 + 1e-9)
     for target in cands:
         step = tol / 100 if (pct and target is cands[0]) else tol
         if any(abs(x - target) <= step for x in found):
