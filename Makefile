@@ -10,11 +10,12 @@ PROFILE ?= auto
 NB ?=
 export WORKBOOK_PROGRESS ?= 0
 
-.PHONY: help venv data reproduce test unit smoke nbval record report lab bench clean
+.PHONY: help venv data reproduce test unit smoke nbval record report lab bench book clean
 
 help:
 	@echo "make reproduce [PROFILE=quick|full] [NB=01]  run notebooks headless into runs/<profile>/, then REPORT.md"
 	@echo "make test                                    unit tests, every notebook's smoke profile, nbval with checked values (quick)"
+	@echo "make book                                    the book (docs/) into _build/book/: recorded notebooks, never executed"
 	@echo "make lab | record | report | data | bench | clean"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -62,9 +63,16 @@ bench: $(STAMP)
 report: $(STAMP)
 	$(PY) -m lib.report
 
+# the book: renders the recorded notebooks, runs of record, docs/ and lib's docstrings; executes nothing;
+# warnings are errors; MathJax comes from npm's registry into the cache once and is served from the site
+book: $(STAMP)
+	rm -rf _build/book
+	$(VENV)/bin/sphinx-build -b html -W --keep-going -q docs _build/book
+	@echo "book: _build/book/index.html"
+
 lab: $(STAMP)
 	@if [ "$$(id -u)" = 0 ]; then echo "warning: running JupyterLab as root (--allow-root), as in many workshop containers"; fi
 	WORKBOOK_PROGRESS=1 $(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean:
-	rm -rf runs results/quick results/full
+	rm -rf runs results/quick results/full _build docs/_gen

@@ -129,15 +129,31 @@ def build_report(profiles=PROFILES) -> str:
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 
 
+def verdict_counts(doc: dict | None) -> str:
+    """A record's verdicts counted per outcome, in the rule's order: "3 reproduced, 1 inconclusive"."""
+    if not doc:
+        return "not run"
+    tally = Counter(r["verdict"] for r in doc["claims"])
+    keys = [*[k for k in VERDICTS if tally[k]], *sorted(set(tally) - set(VERDICTS))]
+    return ", ".join(f"{tally[k]} {k}" for k in keys)
+
+
 def summary_table(profile: str = "quick") -> str:
-    """One line per claim: notebook, claim, our value, verdict (the README's claims summary)."""
-    rows = ["| notebook | claim | ours (estimate [95% interval]) | verdict |", "|---|---|---|---|"]
+    """One line per notebook (the README's claims summary): its headline claim (the first row of its claims
+    table) with the verdict at ``profile``, and every verdict counted per outcome at ``profile`` and at the
+    other profile of record. Every row, with its estimate and interval, is in REPORT.md."""
+    other = next((p for p in PROFILES if p != profile), None)
+    others = {d["notebook"]: d for d in load_records(other)} if other else {}
+    rows = [f"| notebook | headline claim | verdict ({profile}) | all verdicts ({profile}) | all verdicts ({other}) |",
+            "|---|---|---|---|---|"]
     for d in load_records(profile):
         stale = " (stale)" if staleness(d) else ""
-        for r in d["claims"]:
-            claim = r["claim"] + (" *(ours)*" if r.get("source") == "ours" else "")
-            cells = [d["notebook"] + stale, claim, r["our_value"], f"**{r['verdict']}**"]
-            rows.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        head = d["claims"][0] if d["claims"] else {"claim": "-", "verdict": "-"}
+        claim = head["claim"] + (" *(ours)*" if head.get("source") == "ours" else "")
+        o = others.get(d["notebook"])
+        cells = [d["notebook"] + stale, claim, f"**{head['verdict']}**", verdict_counts(d),
+                 verdict_counts(o) + (" (stale)" if o and staleness(o) else "")]
+        rows.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows) if len(rows) > 2 else "No claims of record yet: run `make reproduce`."
 
 

@@ -6,7 +6,7 @@
 Each notebook's configuration cell counts its work and measures one local step on this machine's
 device (``lib.budget``). Datasets are sized from ``lib.data.INFO``, not loaded (``WORKBOOK_PLAN_ONLY``),
 so the estimate is for the profile as written (CIFAR-10's 50,000 images on a connected machine), and
-the time limit is lifted. ``--readme`` rewrites the table between the ``plans`` markers in README.md.
+the time limit is lifted. ``--readme`` rewrites the table between the ``plans`` markers in docs/profiles.md (the book's page on profiles).
 """
 from __future__ import annotations
 
@@ -78,11 +78,11 @@ def main(argv=None) -> int:
     text = table(plans)
     print(text)
     if args.readme:
-        readme = ROOT / "README.md"
+        readme = ROOT / "docs" / "profiles.md"
         s = readme.read_text()
         a, b = "<!-- plans:start -->", "<!-- plans:end -->"
         if a not in s or b not in s:
-            raise SystemExit(f"README.md lacks the markers {a} ... {b}")
+            raise SystemExit(f"docs/profiles.md lacks the markers {a} ... {b}")
         s = s[: s.index(a) + len(a)] + "\n" + text + "\n" + s[s.index(b):]
         readme.write_text(s)
     return 0

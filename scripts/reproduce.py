@@ -5,6 +5,9 @@ reproduce: notebooks/NN_*.ipynb -> runs/<profile>/NN_*.ipynb, figures/ and resul
            each notebook that ran to the end becomes the claims of record (claims/<profile>/),
            one that failed keeps its earlier rows, marked stale; then REPORT.md. A failing
            notebook does not stop the others; the exit code is non-zero if any failed.
+           A full-profile run that becomes the claims of record also stores its executed
+           notebook, stripped, with the commit and date it ran at, in the tracked folder
+           runs_of_record/full/ (the book renders it), unless it exceeds RUN_OF_RECORD_LIMIT.
 record:    re-execute notebooks in place at the quick profile, strip papermill's timing
            metadata, and store every checked value with its tolerance beside the notebook
            (notebooks/NN_*.expected.json), which `make test` compares against.
@@ -23,6 +26,9 @@ from lib.profiles import resolve_profile  # noqa: E402
 from lib.report import main as report, mark_stale, promote  # noqa: E402
 
 RECORDED_PROFILES = ("quick", "full")   # smoke runs test code paths; their numbers are not claims
+RUN_OF_RECORD_PROFILES = ("full",)      # quick runs of record are the committed notebooks themselves
+RUN_OF_RECORD_DIR = ROOT / "runs_of_record"
+RUN_OF_RECORD_LIMIT = 5_000_000         # bytes per stored notebook (figures are embedded PNGs)
 
 
 def notebooks(nb: str | None) -> list[Path]:
@@ -47,6 +53,43 @@ def strip(path: Path) -> None:
             for out in cell.get("outputs", []):
                 out.get("metadata", {}).pop("papermill", None)
     nbformat.write(nb, path)
+
+
+def store_run_of_record(executed: Path, notebook: str, profile: str, claims_file: Path | None = None,
+                        limit: int = RUN_OF_RECORD_LIMIT, out_dir: Path | None = None) -> Path | None:
+    """Track an executed run of record: ``runs_of_record/<profile>/<notebook>.ipynb``, stripped.
+
+    The notebook's metadata gets ``workbook_run`` = profile, commit, date and code hash, taken from its claims of
+    record (``claims/<profile>/<notebook>.json``, which ``promote`` has just written), so the two name the same
+    run. Above ``limit`` bytes the notebook is not stored (a message says so, and any earlier file is kept: the
+    book flags it as older than the claims of record). Returns the stored path, or None.
+    """
+    import json
+    import shutil
+    import tempfile
+    import nbformat
+    claims_file = claims_file or ROOT / "claims" / profile / f"{notebook}.json"
+    doc = json.loads(claims_file.read_text()) if claims_file.exists() else {}
+    out = (out_dir or RUN_OF_RECORD_DIR / profile) / f"{notebook}.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / out.name
+        shutil.copyfile(executed, work)
+        strip(work)
+        nb = nbformat.read(work, as_version=4)
+        nb.metadata["workbook_run"] = {"notebook": notebook, "profile": profile, "commit": doc.get("commit"),
+                                       "date": doc.get("date"), "code_hash": doc.get("code_hash")}
+        nbformat.write(nb, work)
+        size = work.stat().st_size
+        if size > limit:
+            print(f"   not storing the run of record of {notebook} ({profile}): {size / 1e6:.1f} MB exceeds the "
+                  f"{limit / 1e6:.0f} MB limit (RUN_OF_RECORD_LIMIT in scripts/reproduce.py); save smaller figures "
+                  f"or fewer outputs"
+                  + (f"; {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} is kept from an earlier run"
+                     if out.exists() else ""))
+            return None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work, out)
+    return out
 
 
 def execute(src: Path, dst: Path, profile: str | None, kernel: str) -> tuple[bool, float, str]:
@@ -94,6 +137,11 @@ def main() -> int:
         if profile in RECORDED_PROFILES:
             if ok:
                 promote(nb.stem, profile)
+                if profile in RUN_OF_RECORD_PROFILES:
+                    stored = store_run_of_record(dst, nb.stem, profile)
+                    if stored:
+                        print(f"   stored the run of record: {stored.relative_to(ROOT)} "
+                              f"({stored.stat().st_size / 1e6:.2f} MB)")
             elif mark_stale(nb.stem, profile, err):
                 print(f"   kept the claims of record of {nb.stem} ({profile}), marked stale")
         results.append((nb.name, ok, secs, err))
