@@ -48,7 +48,9 @@ def test_staleness_functions_by_hand():
     assert polynomial(3, 0.5) == 0.5 and hinge(4) == 1.0 and math.isclose(hinge(6, 10, 4), 1 / 21)
     assert fedrevive_beta(0) == 0.0 and math.isclose(fedrevive_beta(75), 0.5)
     assert fedrevive_beta(150) == 1.0 and fedrevive_beta(400) == 1.0
-    assert math.isclose(fedrevive_beta(75, kind="linear"), 0.5) and fedrevive_beta(80, kind="stepwise") == 0.5
+    # the authors' linear and stepwise (issue 38): 0.005 x 75; b = 1.5 x 100 / 1 = 150, 80 in [b/2, 3b/4)
+    assert math.isclose(fedrevive_beta(75, kind="linear"), 0.375)
+    assert fedrevive_beta(80, kind="stepwise", concurrency=100) == 0.5
     with pytest.raises(ValueError, match="unknown beta schedule"):
         fedrevive_beta(1, kind="sigmoid")
 

@@ -70,8 +70,10 @@ def test_beta_cosine_schedule_at_its_landmarks():
     assert fedrevive_beta(151, 75) == 1.0 and fedrevive_beta(10_000, 75) == 1.0
     assert fedrevive_beta(25, 75) == pytest.approx(0.5 - 0.5 * 3 ** 0.5 / 2)     # cos(pi 25 / 150) = sqrt(3)/2
     assert fedrevive_beta(50, 75) == pytest.approx(0.25)                          # cos(pi/3) = 1/2
-    assert fedrevive_beta(75, 75, "linear") == pytest.approx(0.5)
-    assert fedrevive_beta(74, 75, "stepwise") == 0.0 and fedrevive_beta(75, 75, "stepwise") == 0.5
+    # linear and stepwise: the authors' definitions since issue 38 (tests/test_fedrevive_controls.py has more)
+    assert fedrevive_beta(75, 75, "linear") == pytest.approx(0.375)                # min(1, 0.005 x 75)
+    assert fedrevive_beta(74, 75, "stepwise", concurrency=100) == 0.25              # [b/4, b/2), b = 150
+    assert fedrevive_beta(75, 75, "stepwise", concurrency=100) == 0.5               # [b/2, 3b/4)
 
 
 def test_hybrid_update_matches_hand_computation(monkeypatch, images):
@@ -121,8 +123,9 @@ def test_without_dfkd_fedrevive_is_afl_dw(images):
 
 
 def test_with_beta_zero_fedrevive_is_plain_async_even_with_dfkd_on(images):
-    """Stepwise beta is exactly 0 below s_max: every update passes unchanged (buffered async, B = 1)."""
-    a = run(net(), revive(net(), schedule="stepwise", s_max=1e9), images)
+    """A constant beta of 0: every update passes unchanged (buffered async, B = 1). (Before issue 38 this used
+    our stepwise schedule with a huge s_max; the authors' stepwise has no s_max.)"""
+    a = run(net(), revive(net(), schedule="constant", beta_factor=0.0), images)
     b = run(net(), AsyncStrategy(buffer_size=1, server_lr=0.5), images)     # no staleness weighting at all
     assert torch.equal(a.x, b.x)
     assert not a.state["synth_log"] and not a.state["kd_log"]    # no stale weight, so no DFKD work at all
@@ -244,6 +247,18 @@ def test_robust_zeroing_of_exploding_terms(images):
     for _ in range(30):
         syn._robust("oh", torch.tensor(1.0))
     assert len(syn.recent["oh"]) == 20                           # a window of the last 20
+
+
+def test_stabilizer_per_step_does_not_latch_where_the_authors_one_does(images):
+    """Issue 38: once a term's level rises for good (a call's first step vs its trained last steps), the authors'
+    window (accepted values only) zeroes it forever; the per-step window keeps every value and adapts."""
+    fm, _ = trained_teacher(images, steps=5)
+    for stabilizer, zeroed_at_end in (("authors", True), ("per_step", False)):
+        syn = Synthesizer(fm, make_generator(SHAPE, 3, 8, 4, 0), 3, SynthesisConfig(stabilizer=stabilizer))
+        for _ in range(20):
+            syn._robust("oh", torch.tensor(0.2))
+        flags = [syn._robust("oh", torch.tensor(2.0))[1] for _ in range(30)]
+        assert flags[0] and flags[-1] == zeroed_at_end, (stabilizer, flags)
 
 
 def test_distillation_moves_the_student_toward_the_teachers(images):
@@ -394,7 +409,10 @@ def test_bad_configs_and_missing_model_are_rejected():
 def test_synthesis_settings_follow_the_input_type():
     grey = SynthesisConfig.for_input((1, 28, 28))
     colour = SynthesisConfig.for_input((3, 32, 32))
-    assert (grey.w_bn, grey.lr_g, grey.lr_z) == (0.3, 1e-2, 3e-3)             # the authors' FEMNIST config
+    # the authors' FEMNIST lr_g, lr_z; g_steps 10 and w_bn 0.003 instead of their 2 and 0.3 (issue 38: measured in
+    # isolation, tests/test_fedrevive_synthesis_isolation.py)
+    assert (grey.g_steps, grey.w_bn, grey.lr_g, grey.lr_z) == (10, 0.003, 1e-2, 3e-3)
+    assert grey.stabilizer == "per_step"
     assert (colour.w_bn, colour.lr_g, colour.lr_z) == (0.003, 3e-3, 1e-3)     # their CIFAR config
     assert SynthesisConfig.for_input((1, 28, 28), augment=False).augment is False
     assert SynthesisConfig.for_input((1, 28, 28), w_bn=0.01).w_bn == 0.01
@@ -452,13 +470,20 @@ def test_dd_fedrevive_distils_on_the_real_held_out_split_only(images):
     with pytest.raises(ValueError, match="held-out"):
         get_async_strategy("dd_fedrevive", model=net(), model_input=SHAPE, num_classes=3)
     dd = get_async_strategy("dd_fedrevive", model=net(), model_input=SHAPE, num_classes=3, nz=8, ngf=4,
-                            s_max=2.0, server_lr=0.5, kd=KDConfig(iterations=2), kd_data=(held.x, held.y))
+                            s_max=2.0, server_lr=0.5, kd=KDConfig(iterations=2), kd_data=(held.x, held.y),
+                            warmup=2, kd_start=4)          # FedRevive's gates (issue 38: DD has FedRevive's settings)
     r = run(net(), dd, images)
     pool = r.state["synth"].pool
     assert torch.equal(pool.xs[0], held.x) and torch.equal(pool.y, held.y)    # the pool is the held-out data
     assert not r.state["synth_log"] and r.state["kd_log"]                     # no synthesis; KD ran
+    # issue 38: DD-FedRevive at FedRevive's own KD settings; the authors' simple_kd config is a separate arm
     plain = get_async_strategy("dd_fedrevive", model=net(), model_input=SHAPE, num_classes=3, kd_data=(held.x, held.y))
-    assert plain.warmup == 0 and plain.kd.lr == 3e-4 and plain.kd.temperature == 2.0   # the authors' simple_kd
+    fr = get_async_strategy("fedrevive", model=net(), model_input=SHAPE, num_classes=3)
+    assert (plain.warmup, plain.kd_start, plain.kd, plain.schedule) == (fr.warmup, fr.kd_start, fr.kd, fr.schedule)
+    auth = get_async_strategy("dd_fedrevive_authors", model=net(), model_input=SHAPE, num_classes=3,
+                              kd_data=(held.x, held.y))
+    assert auth.warmup == 0 and auth.kd_start == 0 and auth.kd.lr == 3e-4 and auth.kd.temperature == 2.0
+    assert (auth.schedule, auth.beta_factor, auth.kd.weight_decay, auth.kd.stabilize) == ("constant", 0.5, 0.0, False)
 
 
 def test_held_out_split_is_disjoint_from_the_clients_data():

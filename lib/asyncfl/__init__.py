@@ -20,12 +20,16 @@ ASYNC_METHODS = {cls.name: cls for cls in (SyncFedAvg, FedAsync, FedBuff, AFLDW,
                                            FedASMU, FedFix, AsyncLocalSGD)}
 
 
+# FedRevive and its arms (lib.fedrevive builds on this package: registered on first use)
+REVIVE_METHODS = ("fedrevive", "fedrevive_perturb", "dd_fedrevive", "dd_fedrevive_authors")
+
+
 def get_async_strategy(name: str, **hyperparameters) -> AsyncStrategy:
-    if name in ("fedrevive", "dd_fedrevive") and name not in ASYNC_METHODS:   # lib.fedrevive builds on this package
-        from ..fedrevive import DDFedRevive, FedRevive
-        ASYNC_METHODS.update(fedrevive=FedRevive, dd_fedrevive=DDFedRevive)
+    if name in REVIVE_METHODS and name not in ASYNC_METHODS:
+        from ..fedrevive import DDFedRevive, DDFedReviveAuthors, FedRevive, FedRevivePerturb
+        ASYNC_METHODS.update({c.name: c for c in (FedRevive, FedRevivePerturb, DDFedRevive, DDFedReviveAuthors)})
     if name not in ASYNC_METHODS:
-        known = sorted(set(ASYNC_METHODS) | {"fedrevive", "dd_fedrevive"})
+        known = sorted(set(ASYNC_METHODS) | set(REVIVE_METHODS))
         raise ValueError(f"unknown asynchronous method {name!r}; known: {', '.join(known)}")
     cls = ASYNC_METHODS[name]
     fields = [f.name for f in dataclasses.fields(cls)]
@@ -36,4 +40,4 @@ def get_async_strategy(name: str, **hyperparameters) -> AsyncStrategy:
 
 
 __all__ = ["run_async", "AsyncStrategy", "AsyncRun", "Update", "DelayModel", "DELAY_MODELS", "ASYNC_METHODS",
-           "get_async_strategy"]
+           "REVIVE_METHODS", "get_async_strategy"]

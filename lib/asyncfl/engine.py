@@ -17,6 +17,14 @@ equal speeds and B = K the engine is exactly synchronous FedAvg. A strategy with
 ``synchronous = True`` waits for its whole cohort (a round lasts as long as its slowest
 client); one with ``period`` aggregates on a timer instead of a count (FedFix).
 
+Server time (``server_step_time``, off by default): the server is one machine, and its aggregation work
+takes simulated time. After each aggregation the strategy reports its work (``server_work``: step counts,
+e.g. FedRevive's ``{"synthesis": g_steps, "kd": K_KD}``); the server is busy for
+``sum_k count_k * server_step_time[k]`` (+ ``server_step_time["aggregate"]`` per aggregation) time units.
+Uploads that arrive while it is busy queue in arrival order and are handled, their staleness counted, only
+once it is free; the new model exists (for evaluation and for the clients dispatched after the aggregation)
+from the end of that work. A model of the work, never a wall-clock reading: runs stay deterministic.
+
 Local training runs lazily when the upload is handled, from the model snapshot the
 client downloaded: the result is the same as training at dispatch time.
 
@@ -97,6 +105,11 @@ class AsyncStrategy:
         d = torch.stack([u.delta for u in buffer]).mean(0)
         return x + self.server_lr * d, state
 
+    def server_work(self, state: dict) -> dict:
+        """Counted work of the last aggregation, {kind: steps} (priced by ``run_async(server_step_time=...)``);
+        none by default (then only ``server_step_time["aggregate"]`` is charged)."""
+        return {}
+
 
 @dataclass
 class AsyncRun:
@@ -119,7 +132,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
               delays: DelayModel, concurrency: int, local: LocalConfig | None = None, seed: int = 0,
               max_time: float | None = None, max_versions: int | None = None, eval_every: int = 10,
               eval_every_time: float | None = None, label: str | None = None, train: bool = True,
-              device=None, batched: bool | None = None, batch_clients: int = 32) -> AsyncRun:
+              device=None, batched: bool | None = None, batch_clients: int = 32,
+              server_step_time: dict | None = None) -> AsyncRun:
     """Simulate asynchronous FL until ``max_time`` (simulated) or ``max_versions`` server updates.
 
     ``eval_every`` versions (or every ``eval_every_time`` time units) the global model is
@@ -127,6 +141,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     the engine alone. ``device``: where to train (default: the GPU when present). ``batched``: train
     the tasks dispatched on the same version together, at most ``batch_clients`` at once (default: on
     a GPU, off on a CPU where it is no faster; ``WORKBOOK_BATCHED=0/1`` overrides).
+    ``server_step_time``: charge the server's work to the simulated clock (module docstring), e.g.
+    ``{"synthesis": s1, "kd": s2}`` in time units per step (``lib.fedrevive.calibrate``); None: free (default).
     """
     from ..fl import place
     fm, clients, test, device = place(model, clients, test, device)
@@ -147,6 +163,15 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     if batch_clients < 1:
         raise ValueError(f"batch_clients must be >= 1, got {batch_clients}")
+    charged = server_step_time is not None
+    if charged:
+        server_step_time = {k: float(v) for k, v in server_step_time.items()}
+        if any(not (v >= 0 and np.isfinite(v)) for v in server_step_time.values()):
+            raise ValueError(f"server_step_time values must be finite and >= 0, got {server_step_time}")
+        if strategy.synchronous or strategy.period is not None:
+            raise ValueError("server_step_time is supported for count-triggered asynchronous strategies only")
+    server_free, server_busy, server_log = 0.0, 0.0, []
+    handled = {}                          # id(update) -> when the server took it (after any queueing)
     from ..batched import can_batch, local_train_batched, use_batched
     batched = use_batched(batched, can_batch(fm, strategy), device, strategy.name)
     ready = {}                            # task seq -> its ClientResult, trained ahead in a batch
@@ -185,22 +210,40 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         heapq.heappush(heap, (t + down + tr + up, seq, cid, version, x, hooks, steps, t, tr, down))
         seq += 1
 
-    def evaluate_now(t):
+    def evaluate_now(t, model=None):
         nonlocal eval_s
         t0 = time.perf_counter()
-        acc, loss = evaluate(fm, x, test) if test is not None else (float("nan"), float("nan"))
+        w = x if model is None else model
+        acc, loss = evaluate(fm, w, test) if test is not None else (float("nan"), float("nan"))
         eval_s += time.perf_counter() - t0
         records.append({"method": name, "seed": seed, "version": version, "sim_time": t, "accuracy": acc,
                         "loss": loss, "bytes_up": bytes_up, "bytes_down": bytes_down,
                         "wall_time": time.perf_counter() - wall0})
 
     def apply(t):
-        nonlocal x, state, version, buffer, aggregate_s
+        nonlocal x, state, version, buffer, aggregate_s, server_free, server_busy, next_eval_time
         t0 = time.perf_counter()
+        x_old = x
         x, state = strategy.aggregate(x, state, buffer)
         aggregate_s += time.perf_counter() - t0
         if not torch.isfinite(x).all():
             raise FloatingPointError(f"{name}: the global model diverged at version {version + 1}")
+        start = t
+        if charged:                       # the server works from t; the new model exists from t + d
+            work = strategy.server_work(state) or {}
+            d = server_step_time.get("aggregate", 0.0) + sum(n * server_step_time.get(k, 0.0)
+                                                              for k, n in work.items())
+            unpriced = [k for k, n in work.items() if n and k not in server_step_time]
+            if unpriced:
+                raise ValueError(f"{name} reports server work {unpriced} that server_step_time does not price")
+            server_log.append({"method": name, "seed": seed, "version": version + 1, "start": t, "duration": d,
+                               **{f"{k}_steps": n for k, n in work.items()}})
+            server_busy += d
+            t = server_free = t + d
+            while (eval_every_time is not None and next_eval_time < t      # the old model until the work is done
+                   and (max_time is None or next_eval_time <= max_time)):
+                evaluate_now(next_eval_time, x_old)
+                next_eval_time += eval_every_time
         version += 1
         if keep_history:
             history.append((t, x))
@@ -210,7 +253,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         for u in buffer:
             updates.append({"method": name, "seed": seed, "version": version, "client": u.client_id,
                             "staleness": u.staleness, "arrival_time": u.arrival_time,
-                            "train_time": u.train_time, "num_steps": u.num_steps})
+                            "train_time": u.train_time, "num_steps": u.num_steps,
+                            **({"handled_time": handled.pop(id(u)), "applied_time": t} if charged else {})})
         buffer = []
         if eval_every_time is None and version % eval_every == 0:
             evaluate_now(t)
@@ -244,7 +288,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     bar = progress(total=max_versions or None, desc=name, unit="version")
     done = False
     while heap and not done:
-        t_next = heap[0][0]
+        t_next = max(heap[0][0], server_free)        # an upload waits while the server works
         if (next_period is not None and next_period <= t_next
                 and (max_time is None or next_period <= max_time)):   # FedFix: the timer fires first
             now = next_period
@@ -260,9 +304,9 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
             next_eval_time += eval_every_time
         # every upload that finishes at this instant, then the dispatches
         arrived = 0
-        while heap and heap[0][0] == now and not done:
+        while heap and heap[0][0] <= now and server_free <= now and not done:
             t0 = time.perf_counter()
-            _, tid, cid, v0, x_sent, hooks, steps, t_disp, tr, down = heapq.heappop(heap)
+            t_arr, tid, cid, v0, x_sent, hooks, steps, t_disp, tr, down = heapq.heappop(heap)
             k = redispatch.get((cid, v0), 0)
             redispatch[(cid, v0)] = k + 1
             engine_s += time.perf_counter() - t0
@@ -288,7 +332,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
             counts = (np.bincount(clients[cid].y.cpu().numpy(), minlength=clients[cid].num_classes)
                       if strategy.wants_label_counts else None)
             u = Update(cid, delta, x_sent, v0, version - v0, len(clients[cid]), steps, local.lr, local.momentum,
-                       t_disp, now, tr, bufs, counts)
+                       t_disp, t_arr, tr, bufs, counts)
+            handled[id(u)] = now
             idle[cid] = True
             bytes_up += model_bytes
             strategy.on_arrival(state, u)
@@ -309,7 +354,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
                     dispatch(now)
         else:
             for _ in range(arrived):
-                dispatch(now)
+                dispatch(max(now, server_free))          # the server hands out work once it is free
         engine_s += time.perf_counter() - t0
     bar.close()
     if eval_every_time is None and (not records or records[-1]["version"] != version):
@@ -319,4 +364,8 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     # evaluation are timed apart
     timing = {"wall_s": wall, "train_s": train_s, "eval_s": eval_s, "engine_s": engine_s, "aggregate_s": aggregate_s,
               "events": len(updates), "versions": version, "sim_time": now}
+    if charged:
+        timing |= {"server_busy": server_busy, **{f"server_step_time_{k}": v for k, v in server_step_time.items()}}
+        if isinstance(state, dict):
+            state["server_log"] = server_log
     return AsyncRun(records, updates, x, state, timing)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, num_clients: int, concurrency: int,
             local, local_steps: int, max_time: float, setting: str = "vision", device=None,
-            samples_per_client: int | None = None) -> dict:
+            samples_per_client: int | None = None, server_step_time: dict | None = None) -> dict:
     """Run ``method`` (an asynchronous strategy name, ``kw`` its hyperparameters) from ``model`` (a built,
     seeded module) on Dirichlet(0.5) mixtures of ``train`` over ``num_clients`` clients, ``concurrency``
     training at once, for ``max_time`` simulated time units; evaluate on ``test`` 32 times.
     ``samples_per_client`` (e.g. the paper's 350): each client gets that many, classes dealt again once
     they run out, as the authors' split (clients may share samples); None: the data split without reuse.
+    ``server_step_time``: charge the server's work to the simulated clock (``run_async``; calibrated with
+    ``lib.fedrevive.calibrate``); None: the server is free (the default).
 
     Returns picklable frames: the accuracy curve, the applied updates, wall-time split, and for FedRevive
     its DFKD time per update, KD and synthesis logs, and the newest pseudo-samples of the pool.
@@ -20,11 +22,11 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
     import pandas as pd
 
     from .. import fl, partition
-    from ..asyncfl import DelayModel, get_async_strategy, run_async
+    from ..asyncfl import REVIVE_METHODS, DelayModel, get_async_strategy, run_async
     from ..utils import default_device
     device = device or default_device()
     net = model.to(device)
-    revive = method in ("fedrevive", "dd_fedrevive")
+    revive = method in REVIVE_METHODS
     kw = dict(kw, model=net, seed=seed) if revive else kw
     part = partition.dirichlet_mixture(train.y.numpy(), num_clients, alpha=0.5, seed=seed,
                                        samples_per_client=samples_per_client, reuse=samples_per_client is not None)
@@ -32,9 +34,11 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
     r = run_async(net, get_async_strategy(method, **kw), clients, test,
                   DelayModel("fedrevive", num_clients, seed=seed, ref_steps=local_steps), concurrency,
                   local=local, seed=seed, max_time=max_time, eval_every_time=max_time / 32, label=label,
-                  device=device)
+                  device=device, server_step_time=server_step_time)
     out = {"curve": r.frame().assign(setting=setting), "updates": r.update_frame().assign(setting=setting),
            "timing": {"setting": setting, "method": label, "seed": seed, **r.timing}}
+    if isinstance(r.state, dict) and "server_log" in r.state:       # the server's charged work, per aggregation
+        out["server_log"] = pd.DataFrame(r.state["server_log"]).assign(setting=setting, method=label, seed=seed)
     if revive:
         st = r.state
         tag = dict(setting=setting, method=label, seed=seed)
@@ -42,6 +46,7 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
         out["kd_log"] = pd.DataFrame(st["kd_log"]).assign(**tag)
         out["synth_log"] = pd.DataFrame(st["synth_log"]).assign(**tag)
         out["q_l1"] = pd.DataFrame(st["q_l1"]).assign(**tag)
+        out["work_log"] = pd.DataFrame(st["work_log"]).assign(**tag)
         out["diagnostics"] = pd.DataFrame([{**tag, **diagnose(st, test, device)}])
         pool = st["synth"].pool
         if len(pool) and setting == "vision" and method == "fedrevive":
