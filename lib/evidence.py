@@ -140,9 +140,11 @@ class Evidence:
 
     def boundaries(self) -> list[tuple[float, float]]:
         """(interval end, boundary) pairs the verdict turns on: their distance decides stability."""
-        if self.test == "superiority":
+        if self.verdict == "not measurable here":
+            return []
+        if self.test == "superiority" and self.sesoi is not None:
             return [(self.low, 0.0), (self.high, self.sesoi)]
-        if self.test == "non-inferiority":
+        if self.test == "non-inferiority" and self.sesoi is not None:
             return [(self.low, -self.sesoi), (self.high, -self.sesoi)]
         if self.test in ("bound", "growth"):
             return [(self.low, self.theory), (self.high, self.theory)]

@@ -182,3 +182,8 @@ def test_bad_input_is_named():
         ev.compare([1, np.nan, 3], [1, 2, 3])
     with pytest.raises(ValueError, match="reason"):
         ev.not_measurable("")
+
+
+def test_rows_without_a_verdict_have_no_boundaries():
+    e = ev.compare([0.8, 0.9], [0.7, 0.8], noninferiority=True)       # two seeds: not measurable
+    assert e.verdict == "not measurable here" and e.boundaries() == [] and e.distance_se() is None
