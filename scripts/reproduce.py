@@ -55,13 +55,22 @@ def strip(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+# a "What we see" cell describes the quick profile's recorded outputs; in another profile's run of record it is
+# replaced by this note (the run's own numbers are its outputs and its claims of record)
+QUICK_PROSE = "**What we see"
+QUICK_PROSE_NOTE = ("*What we see* is written for the quick profile's outputs, so it is left out of this {profile} run of "
+                    "record; read the outputs above, and the claims table at the end (`claims/{profile}/{notebook}.json`, "
+                    "REPORT.md).")
+
+
 def store_run_of_record(executed: Path, notebook: str, profile: str, claims_file: Path | None = None,
                         limit: int = RUN_OF_RECORD_LIMIT, out_dir: Path | None = None) -> Path | None:
     """Track an executed run of record: ``runs_of_record/<profile>/<notebook>.ipynb``, stripped.
 
     The notebook's metadata gets ``workbook_run`` = profile, commit, date and code hash, taken from its claims of
     record (``claims/<profile>/<notebook>.json``, which ``promote`` has just written), so the two name the same
-    run. Above ``limit`` bytes the notebook is not stored (a message says so, and any earlier file is kept: the
+    run. Outside the quick profile, every "What we see" cell (written for the quick outputs) is replaced by a
+    note saying so. Above ``limit`` bytes the notebook is not stored (a message says so, and any earlier file is kept: the
     book flags it as older than the claims of record). Returns the stored path, or None.
     """
     import json
@@ -78,6 +87,10 @@ def store_run_of_record(executed: Path, notebook: str, profile: str, claims_file
         nb = nbformat.read(work, as_version=4)
         nb.metadata["workbook_run"] = {"notebook": notebook, "profile": profile, "commit": doc.get("commit"),
                                        "date": doc.get("date"), "code_hash": doc.get("code_hash")}
+        if profile != "quick":       # the prose reads the quick profile's outputs: never set it beside another run's
+            for cell in nb.cells:
+                if cell.cell_type == "markdown" and cell.source.lstrip().startswith(QUICK_PROSE):
+                    cell.source = QUICK_PROSE_NOTE.format(profile=profile, notebook=notebook)
         nbformat.write(nb, work)
         size = work.stat().st_size
         if size > limit:

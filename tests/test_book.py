@@ -73,7 +73,8 @@ def test_tracked_runs_of_record_are_stripped_small_and_dated(path):
 
 def test_store_run_of_record_strips_dates_and_refuses_large_notebooks(tmp_path, capsys):
     nb = nbformat.v4.new_notebook(metadata={"papermill": {"duration": 1.0}})
-    nb.cells = [nbformat.v4.new_markdown_cell("# 99 demo"), nbformat.v4.new_code_cell("x = 1")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 99 demo"), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_markdown_cell("**What we see.** At quick, x is 0.731.")]
     nb.cells[1].metadata["papermill"] = {"duration": 0.1}
     src = tmp_path / "run.ipynb"
     nbformat.write(nb, src)
@@ -82,6 +83,10 @@ def test_store_run_of_record_strips_dates_and_refuses_large_notebooks(tmp_path, 
     out = reproduce.store_run_of_record(src, "99_demo", "full", claims_file=claims, out_dir=tmp_path / "ror")
     stored = nbformat.read(out, as_version=4)
     assert "papermill" not in stored.metadata and "papermill" not in stored.cells[1].metadata
+    # the quick profile's prose is not set beside a full run's outputs; the quick record keeps it
+    assert "0.731" not in stored.cells[2].source and "full run of record" in stored.cells[2].source
+    quick = reproduce.store_run_of_record(src, "99_demo", "quick", claims_file=claims, out_dir=tmp_path / "q")
+    assert "0.731" in nbformat.read(quick, as_version=4).cells[2].source
     assert stored.metadata["workbook_run"] == {"notebook": "99_demo", "profile": "full", "commit": "abc",
                                                "date": "2026-01-01", "code_hash": "h"}
     assert reproduce.store_run_of_record(src, "99_demo", "full", claims_file=claims, out_dir=tmp_path / "big",

@@ -106,6 +106,26 @@ def test_borl_variants_keep_their_own_bandits_and_restart_rules():
         nsnac.run_arms(env, [arms[0], arms[0]])
 
 
+def test_exp3_exploration_rate_and_grids_of_different_sizes():
+    # Auer et al.'s EXP3 tuning gamma = min(1, sqrt(M ln M / ((e - 1) n))) over n = ceil(T / W) blocks, by hand
+    T, S, A = 30_000, 5, 3
+    W = nsnac.borl_block(T, S, A)
+    n = int(np.ceil(T / W))
+    assert nsnac.exp3_gamma(T, S, A, 15) == (1.0, n)          # 15 settings: uniform at T = 3e4 (15 ln 15 / 1.72 > n)
+    assert nsnac.exp3_gamma(T, S, A, 5)[0] == pytest.approx(np.sqrt(5 * np.log(5) / ((np.e - 1) * n)))
+    assert nsnac.exp3_gamma(T, S, A, 5)[0] < 1
+    # a 5-setting and a 2-setting bandit share one batch; neither draws beyond its own grid
+    env = mdp.piecewise_mdp(T=3000, switches=1, games=2, seed=2)
+    five = nsnac.ArmSpec("borl", grid=[(N, 0.1, 0.5) for N in (10, 50, 200, 1000, 3000)], block=100, label="five")
+    two = nsnac.ArmSpec("borl", grid=[(100, 0.1, 0.5), (3000, 0.1, 0.5)], block=100, label="two")
+    out = nsnac.run_arms(env, [five, two], seed=0)
+    assert out["borl_choices"]["five"].max() < 5 and out["borl_choices"]["two"].max() < 2
+    assert len(np.unique(out["borl_choices"]["five"])) > 2    # gamma < 1 but still exploring: several settings drawn
+    assert out["borl_grids"] == {"five": five.grid, "two": two.grid}
+    few = [a for a in nsnac.borl_variants(env) if a.label == "borl_few"][0]
+    assert len(few.grid) == len(nsnac.borl_grid(env.T)) and len(nsnac.make_arms(env, ["borl"])[0].grid) == 3 * len(few.grid)
+
+
 def test_nac_is_near_optimal_on_a_stationary_mdp():
     env = mdp.piecewise_mdp(S=4, A=2, T=20_000, switches=0, games=3, seed=4)
     out = nsnac.run_arms(env, nsnac.make_arms(env, ["nac"]), seed=1)

@@ -56,6 +56,11 @@ def test_pf_instances_have_two_disjoint_valid_paths_and_a_decoy(path_len):
         assert sorted(found) == sorted([a, b])
         assert d.tokens[i, d.answer_start - 3:d.answer_start - 1].tolist() == [s, t]
         assert d.tokens[i, d.answer_start:d.answer_start + path_len].tolist() == a
+        # the decoy branch awareness feeds ends at the target like a valid path, shares the decoy branch's
+        # nodes, and is still invalid: only its last hop is missing from the graph
+        fed = d.decoy_to_target()[i].tolist()
+        assert fed[-1] == t and fed[:-1] == dec[:-1] and not tasks.pf_valid(d, i, fed)
+        assert all((u, v) in e for u, v in zip(fed[:-2], fed[1:-1])) and (fed[-2], t) not in e
 
 
 def test_generators_are_deterministic_and_check_their_input():

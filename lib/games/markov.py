@@ -17,7 +17,9 @@ SOMG per episode pair (LSVI-style; counts give r_hat, P_hat; b = c H / sqrt(max(
 "Superoptimistic": the bonus is inflated (kappa > 1) and Q+/Q- are not truncated to the range of
 unregularized values, since KL terms take regularized values outside [0, H].
 Arms as in :mod:`lib.games.omg`: ``somg``, ``optimism`` (no best-response sampling, kappa = 1,
-Q truncated to [0, H - h]), ``eps_greedy``. Regret = sum over episodes of the duality gap at s0.
+Q truncated to [0, H - h]), ``eps_greedy``. Regret = sum over episode pairs of the duality gap at s0 of the
+policies played (the mean over the pair's two episodes), charged alike to every arm; ``regret_output``
+charges the policies output (mu, nu) instead, as in :mod:`lib.games.omg`.
 SOMG and optimism differ in three things; ``kappa``, ``clip`` and ``br_sampling`` set each on its own
 (``arm="somg", kappa=1, clip=True, br_sampling=False`` is exactly the optimism arm), so an ablation
 can change one at a time.
@@ -153,7 +155,8 @@ def run_somg(game: TabularMarkovGame, betas, arm: str = "somg", episodes: int = 
     Q truncated to [0, H - h], no best-response sampling. ``clip`` and ``br_sampling`` override the
     arm's choice (for ``optimism``, ``kappa`` is always 1).
 
-    Returns dict(t, regret (len(betas), G, points), gap (same), betas), t counted in rounds.
+    Returns dict(t, regret (len(betas), G, points): played policies, regret_output (same): output policies,
+    gap (same), betas), t counted in rounds.
     """
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
@@ -176,6 +179,7 @@ def run_somg(game: TabularMarkovGame, betas, arm: str = "somg", episodes: int = 
     bounds = np.r_[sched, episodes + 1]
     rec_t = np.unique(np.geomspace(1, episodes, record_points).round().astype(int))
     regret, gap_at, cum = np.zeros((B, len(rec_t))), np.zeros((B, len(rec_t))), np.zeros(B)
+    regret_out, cum_out = np.zeros((B, len(rec_t))), np.zeros(B)
     warm_p = warm_m = None
     ar = np.arange(B)
     k_opt = 1.0 if arm == "optimism" else kappa
@@ -192,8 +196,7 @@ def run_somg(game: TabularMarkovGame, betas, arm: str = "somg", episodes: int = 
             mu_t, nu_t, _ = solve_ne(r_hat, P_hat, beta, tol=tol, init=warm_p)
             warm_p = (mu_t, nu_t)
             eps = min(1.0, eps0 * (S * m * n * H / t0) ** (1 / 3))
-            mu_t, nu_t = (1 - eps) * mu_t + eps / m, (1 - eps) * nu_t + eps / n
-            plays = [(mu_t, nu_t)] * 2
+            plays = [((1 - eps) * mu_t + eps / m, (1 - eps) * nu_t + eps / n)] * 2
         else:
             lo = hi = None
             if clip:
@@ -208,11 +211,14 @@ def run_somg(game: TabularMarkovGame, betas, arm: str = "somg", episodes: int = 
                 plays = [(mu_br, nu_t), (mu_t, nu_br)]
             else:
                 plays = [(mu_t, nu_t)] * 2
-        g = duality_gap(r_true, P_true, beta, mu_t, nu_t, game.s0)
+        g = np.mean([duality_gap(r_true, P_true, beta, pm, pn, game.s0) for pm, pn in plays], axis=0)
+        g_out = duality_gap(r_true, P_true, beta, mu_t, nu_t, game.s0)
         sel = (rec_t >= t0) & (rec_t < t1)
         regret[:, sel] = cum[:, None] + g[:, None] * (rec_t[sel] - t0 + 1)
+        regret_out[:, sel] = cum_out[:, None] + g_out[:, None] * (rec_t[sel] - t0 + 1)
         gap_at[:, sel] = g[:, None]
         cum += g * (t1 - t0)
+        cum_out += g_out * (t1 - t0)
         for _ in range(t1 - t0):
             for pm, pn in plays:
                 s = np.full(B, game.s0)
@@ -225,4 +231,5 @@ def run_somg(game: TabularMarkovGame, betas, arm: str = "somg", episodes: int = 
                     Ntr[ar, h, s, a, c, s2] += 1
                     s = s2
     shape = (K, G, len(rec_t))
-    return {"t": rec_t, "regret": regret.reshape(shape), "gap": gap_at.reshape(shape), "betas": betas}
+    return {"t": rec_t, "regret": regret.reshape(shape), "regret_output": regret_out.reshape(shape),
+            "gap": gap_at.reshape(shape), "betas": betas}

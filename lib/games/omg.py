@@ -11,10 +11,14 @@ and each play (i, j) returns A(i, j) + Gaussian noise. Per round t:
     4. best-response sampling:  mu~ = BR_max(nu_t; A+),  nu~ = BR_min(mu_t; A-);
        play (i ~ mu~, j ~ nu_t) and (i ~ mu_t, j ~ nu~), and record both.
 
-Regret(T) = sum_t DualityGap_beta(mu_t, nu_t) on the true A (the paper's regret on the regularized game).
+Regret is charged equally to every arm, on the policies it actually plays: each round's two plays
+(p_1, q_1), (p_2, q_2) cost (DualityGap_beta(p_1, q_1) + DualityGap_beta(p_2, q_2)) / 2 on the true A
+(``regret``). The other accounting, the gap of the policies an arm outputs as its equilibrium estimate
+(mu_t, nu_t), is returned beside it (``regret_output``): our sources say only "regret on the regularized
+game", not which pair it charges.
 Arms: ``omg`` (above), ``optimism`` (steps 1-3, play (mu_t, nu_t) twice: no best-response sampling),
 ``eps_greedy`` (NE of A_hat, no bonus; each player mixes in uniform play with probability
-eps_t = min(1, eps0 (d/t)^(1/3)); the regret counts the mixed policies actually played).
+eps_t = min(1, eps0 (d/t)^(1/3)); it plays the mixed policies and outputs the unmixed NE).
 beta = 0 is the unregularized game (the sweep's endpoint).
 
 All seeds and betas run as one batch. Policies are recomputed on a geometric schedule
@@ -93,8 +97,9 @@ def run_omg(game: LinearGame, betas, arm: str = "omg", T: int = 20000, bonus: fl
             record_points: int = 60, desc: str | None = None):
     """Run one arm on every game of the batch for every beta; returns cumulative regret on a log grid of t.
 
-    Output: dict with ``t`` (record_points rounds), ``regret`` (len(betas), B, record_points) and
-    ``gap`` (len(betas), B, record_points): the per-round duality gap in force at those rounds.
+    Output: dict with ``t`` (record_points rounds), ``regret`` (len(betas), B, record_points): cumulative
+    duality gap of the policies played; ``regret_output``: the same for the policies output (mu_t, nu_t);
+    ``gap`` (len(betas), B, record_points): the per-round played gap in force at those rounds.
     """
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
@@ -118,8 +123,10 @@ def run_omg(game: LinearGame, betas, arm: str = "omg", T: int = 20000, bonus: fl
     bounds = np.r_[sched, T + 1]
     rec_t = np.unique(np.geomspace(1, T, record_points).round().astype(int))
     regret = np.zeros((B, len(rec_t)))
+    regret_out = np.zeros((B, len(rec_t)))
     gap_at = np.zeros((B, len(rec_t)))
     cum = np.zeros(B)
+    cum_out = np.zeros(B)
     warm_p = warm_m = None
     ar = np.arange(B)
     for k in progress(range(len(sched)), desc=desc or f"OMG {arm}", leave=False):
@@ -132,8 +139,8 @@ def run_omg(game: LinearGame, betas, arm: str = "omg", T: int = 20000, bonus: fl
             mu_t, nu_t, _ = mg.solve_regularized_ne(np.clip(A_hat, -game.bound, game.bound), beta, tol=tol, init=warm_p)
             warm_p = (mu_t, nu_t)
             eps = min(1.0, eps0 * (d / t0) ** (1 / 3))
-            mu_t, nu_t = (1 - eps) * mu_t + eps / m, (1 - eps) * nu_t + eps / n
-            plays = [(mu_t, nu_t), (mu_t, nu_t)]
+            mixed = ((1 - eps) * mu_t + eps / m, (1 - eps) * nu_t + eps / n)
+            plays = [mixed, mixed]
         else:
             Ap = np.clip(A_hat + bonus * w, -game.bound, game.bound)
             Am = np.clip(A_hat - bonus * w, -game.bound, game.bound)
@@ -144,11 +151,15 @@ def run_omg(game: LinearGame, betas, arm: str = "omg", T: int = 20000, bonus: fl
                 plays = [(mg.br_max(Ap, nu_t, beta), nu_t), (mu_t, mg.br_min(Am, mu_t, beta))]
             else:
                 plays = [(mu_t, nu_t), (mu_t, nu_t)]
-        g = mg.duality_gap(A_true, mu_t, nu_t, beta)      # the regret of every round of this block
+        # the regret of every round of this block: the played pairs' mean gap; the output pair's beside it
+        g = np.mean([mg.duality_gap(A_true, pm, pn, beta) for pm, pn in plays], axis=0)
+        g_out = mg.duality_gap(A_true, mu_t, nu_t, beta)
         sel = (rec_t >= t0) & (rec_t < t1)
         regret[:, sel] = cum[:, None] + g[:, None] * (rec_t[sel] - t0 + 1)
+        regret_out[:, sel] = cum_out[:, None] + g_out[:, None] * (rec_t[sel] - t0 + 1)
         gap_at[:, sel] = g[:, None]
         cum += g * (t1 - t0)
+        cum_out += g_out * (t1 - t0)
         # --- play the block, two samples per round, and update the ridge statistics ----------
         for _ in range(t1 - t0):
             for pm, pn in plays:
@@ -159,4 +170,5 @@ def run_omg(game: LinearGame, betas, arm: str = "omg", T: int = 20000, bonus: fl
                 Sinv -= Sx[:, :, None] * Sx[:, None, :] / (1.0 + np.einsum("bi,bi->b", x, Sx))[:, None, None]
                 bvec += r[:, None] * x
     shape = (K, G, len(rec_t))
-    return {"t": rec_t, "regret": regret.reshape(shape), "gap": gap_at.reshape(shape), "betas": betas}
+    return {"t": rec_t, "regret": regret.reshape(shape), "regret_output": regret_out.reshape(shape),
+            "gap": gap_at.reshape(shape), "betas": betas}

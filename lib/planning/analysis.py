@@ -8,7 +8,10 @@
   state at the tau-th answer position of the model's own path); and **branch awareness**: the
   answer block's code when the model is fed the other valid path (Z_alt) or the decoy (Z_decoy),
   with I(Z_H; Z_alt) / I(Z_H; Z_decoy) > 1 meaning the pre-output computation carries more about the
-  unused valid continuation than about an invalid one.
+  unused valid continuation than about an invalid one. The decoy fed is the decoy branch redirected to
+  the target (:meth:`~lib.planning.tasks.PFData.decoy_to_target`): a valid path ends at the target t,
+  which Z_H's block also holds, so a decoy ending elsewhere would give I(alt) > I(decoy) with no planning
+  at all. The dead-end decoy's MI is kept as ``mi_decoy_deadend``, to show the size of that confound.
 
 Every code comes from a VQ-VAE fitted to the sets it summarises (:mod:`lib.planning.vq`); every MI
 is Miller-Madow corrected minus its shuffled-pair baseline (:func:`lib.planning.mi.excess_mi`).
@@ -59,7 +62,8 @@ def pf_analysis(model: GPT, data: PFData, K: int, vq_steps: int, seed: int = 0, 
     res = {"accuracy": float(valid.mean()), "first_valid": float((first[:, None] == data.paths[:, :2, 1]).any(1).float().mean()),
            "n_analysed": int(len(keep))}
     if len(keep) < 4 * K:
-        res.update(mi_chosen=float("nan"), mi_alt=float("nan"), mi_decoy=float("nan"), horizon=[float("nan")] * P)
+        res.update(mi_chosen=float("nan"), mi_alt=float("nan"), mi_decoy=float("nan"), mi_decoy_deadend=float("nan"),
+                   horizon=[float("nan")] * P)
         return res
     idx = torch.as_tensor(keep)
     ch = torch.as_tensor(chosen[keep])
@@ -72,14 +76,15 @@ def pf_analysis(model: GPT, data: PFData, K: int, vq_steps: int, seed: int = 0, 
     paths = data.paths[idx]
     H_c = fed(paths[torch.arange(len(idx)), ch])
     H_a = fed(paths[torch.arange(len(idx)), 1 - ch])
-    H_d = fed(paths[:, 2])
+    H_d = fed(data.decoy_to_target()[idx])                  # invalid, but ends at the target like a valid path
+    H_e = fed(paths[:, 2])                                   # the dead-end branch: ends elsewhere (the confound)
     d = H_c.shape[2]
     zH = fit_codes(H_c[:, A - 4:A], K, vq_steps, seed)                       # QUERY s t ANSWER
-    ans = torch.cat([H_c[:, A:A + P], H_a[:, A:A + P], H_d[:, A:A + P]])  # one VQ for the three answers
-    z = fit_codes(ans, K, vq_steps, seed + 1).reshape(3, -1)
+    ans = torch.cat([H_c[:, A:A + P], H_a[:, A:A + P], H_d[:, A:A + P], H_e[:, A:A + P]])  # one VQ for the four
+    z = fit_codes(ans, K, vq_steps, seed + 1).reshape(4, -1)
     pos = H_c[:, A:A + P].reshape(-1, 1, d)                                # one VQ for every answer position
     zP = fit_codes(pos, K, vq_steps, seed + 2).reshape(-1, P)
     res.update(mi_chosen=mi.excess_mi(zH, z[0], seed), mi_alt=mi.excess_mi(zH, z[1], seed),
-               mi_decoy=mi.excess_mi(zH, z[2], seed),
+               mi_decoy=mi.excess_mi(zH, z[2], seed), mi_decoy_deadend=mi.excess_mi(zH, z[3], seed),
                horizon=[mi.excess_mi(zH, zP[:, j], seed) for j in range(P)])
     return res

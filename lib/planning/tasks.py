@@ -8,7 +8,8 @@
 * **Path-finding** (PF-Short: paths of 4 nodes, PF-Long: 6 nodes). Each instance is a graph given
   as a shuffled edge list, a source and a target. Exactly two node-disjoint paths lead from the
   source to the target, and a third branch from the source (the *decoy*) has the same length but
-  ends in a dead end. The answer is either valid path, node by node.
+  ends in a dead end. The answer is either valid path, node by node. Branch awareness compares the
+  unused valid path with the decoy branch redirected to the target (:meth:`PFData.decoy_to_target`).
 
 Token layout of a PF sequence (node ids are ``0 .. n_nodes-1``; specials follow)::
 
@@ -153,6 +154,15 @@ class PFData:
         tok = self.tokens.clone()
         tok[:, self.answer_start:self.answer_start + self.path_len] = self.paths[:, which]
         return tok
+
+    def decoy_to_target(self) -> torch.Tensor:
+        """The decoy answer that branch awareness feeds: the decoy branch's first ``path_len - 1`` nodes, then the
+        target [N, path_len]. It is invalid (its last hop is no edge of the graph) but ends, like both valid paths,
+        at the target the prompt also holds (``QUERY s t``), so the target token alone cannot tell it from a valid
+        path; the dead-end branch ``paths[:, 2]`` ends elsewhere and lets it."""
+        d = self.paths[:, 2].clone()
+        d[:, -1] = self.paths[:, 0, -1]
+        return d
 
     def edges(self, i: int) -> set:
         body = self.tokens[i, 1:self.answer_start - 4].view(-1, 2).tolist()

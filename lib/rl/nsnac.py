@@ -24,6 +24,10 @@ Arms (all run as one vectorized batch over games x arms):
                    Simchi-Levi and Zhu's BORL (ICML 2020), W = ceil(3 |S|^(2/3) |A|^(1/2) T^(1/2))
                    (``block="cheung"``, about 15 sqrt(T) at |S| = 5, |A| = 3), or W = ceil(T^e) for a
                    number e (``block=0.5``: the bare sqrt(T) our first reconstruction used).
+                   EXP3's exploration rate is gamma = min(1, sqrt(M ln M / ((e - 1) n_b))) over n_b = T / W
+                   blocks and M settings (:func:`exp3_gamma`): with M = 15 it is 1 (uniform choice, no
+                   learning) until T is about 1.3e5 at |S| = 5, |A| = 3; ``step_scales=(1.0,)`` keeps the
+                   five intervals with NS-NAC's own step sizes (M = 5), where it learns from T of about 5e3.
 
 Several BORL variants may share one run (each element of the batch keeps its own EXP3 weights);
 give them distinct ``label``s.
@@ -61,6 +65,15 @@ def borl_grid(T: int, size: int = 5):
     return sorted({int(np.ceil(T ** (k / size))) for k in range(1, size + 1)})
 
 
+def exp3_gamma(T: int, S: int, A: int, M: int, block="cheung") -> tuple[float, int]:
+    """(gamma, n_b): EXP3's exploration rate min(1, sqrt(M ln M / ((e - 1) n_b))) over BORL's n_b = ceil(T / W)
+    blocks with M settings (Auer et al.'s tuning for a known number of rounds). gamma = 1 is a uniform choice."""
+    if M < 1:
+        raise ValueError(f"M must be >= 1, got {M}")
+    nb = int(np.ceil(T / borl_block(T, S, A, block)))
+    return float(min(1.0, np.sqrt(M * np.log(M) / ((np.e - 1) * nb)))), nb
+
+
 def borl_block(T: int, S: int, A: int, block="cheung") -> int:
     """BORL's block length W: ``"cheung"`` 3 S^(2/3) A^(1/2) sqrt(T) (Cheung et al.), or T^block for a number."""
     if block == "cheung":
@@ -89,11 +102,12 @@ class ArmSpec:
 
 def make_arms(env: NonStationaryMDP, arms=ARMS, c_N: float = 1.0, alpha0: float = 10.0, beta0: float = 1.0,
               grid_size: int = 5, delta: float | None = None, block="cheung", block_restart: bool = True,
-              label: str = "") -> list[ArmSpec]:
+              label: str = "", step_scales=(0.3, 1.0, 3.0)) -> list[ArmSpec]:
     """The four arms' settings for env; NS-NAC is told Delta_T (the mean over games unless given).
 
     ``block`` and ``block_restart`` set BORL's block length (see ``borl_block``) and whether the
-    learner restarts at each block; ``label`` names the BORL arm in the results."""
+    learner restarts at each block; ``label`` names the BORL arm in the results; ``step_scales`` multiply
+    alpha0 in BORL's grid (M = intervals x scales settings)."""
     T = env.T
     unknown = set(arms) - set(ARMS)
     if unknown:
@@ -111,7 +125,7 @@ def make_arms(env: NonStationaryMDP, arms=ARMS, c_N: float = 1.0, alpha0: float 
             out.append(ArmSpec("oracle", seg, *step_sizes(seg, alpha0, beta0)))
         else:
             W = borl_block(T, *env.dims, block)
-            grid = [(N, *step_sizes(N, a0 * alpha0, beta0)) for N in borl_grid(T, grid_size) for a0 in (0.3, 1.0, 3.0)]
+            grid = [(N, *step_sizes(N, a0 * alpha0, beta0)) for N in borl_grid(T, grid_size) for a0 in step_scales]
             out.append(ArmSpec("borl", W, grid=sorted(set(grid)), block=W, block_restart=block_restart,
                                label=label or "borl"))
     return out
@@ -142,8 +156,6 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
     if len(set(labels)) < len(labels):
         raise ValueError(f"arm labels must be distinct, got {labels}")
     borls = [a for a in arms if a.name == "borl"]
-    if len({len(a.grid) for a in borls}) > 1:
-        raise ValueError("BORL arms in one run need grids of equal size")
     rng = np.random.default_rng(seed)
     G = env.P.shape[0]
     S, A = env.dims
@@ -156,13 +168,18 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
     is_oracle = np.array([arms[i].name == "oracle" for i in arm_of])
     is_borl = np.array([arms[i].name == "borl" for i in arm_of])
     if borls:                                           # one EXP3 bandit per batch element
-        M = len(borls[0].grid)
-        grid = np.array([arms[i].grid if arms[i].name == "borl" else borls[0].grid for i in arm_of])  # (E, M, 3)
+        # grids of different sizes share the batch: padded to the largest, padded settings never drawn
+        own = [arms[i].grid if arms[i].name == "borl" else borls[0].grid for i in arm_of]
+        Ms = np.array([len(g) for g in own])
+        Mmax = int(Ms.max())
+        grid = np.array([list(g) + [g[-1]] * (Mmax - len(g)) for g in own])     # (E, Mmax, 3)
+        valid = np.arange(Mmax)[None, :] < Ms[:, None]
         W = np.array([arms[i].block if arms[i].name == "borl" else env.T + 1 for i in arm_of])
         block_restart = np.array([arms[i].name == "borl" and arms[i].block_restart for i in arm_of])
         nb = np.ceil(env.T / W)
-        gamma = np.minimum(1.0, np.sqrt(M * np.log(M) / ((np.e - 1) * nb)))[:, None]
-        logw = np.zeros((E, M))
+        gamma = np.minimum(1.0, np.sqrt(Ms * np.log(Ms) / ((np.e - 1) * nb)))[:, None]
+        M = Ms[:, None]
+        logw = np.where(valid, 0.0, -np.inf)
         choice = np.zeros(E, int)
         block_reward = np.zeros(E)
         choices = {a.label: [] for a in borls}
@@ -188,12 +205,12 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
             reset |= is_oracle
         new_block = is_borl & (t % W == 0) if borls else None
         if borls and new_block.any():
-            p = (1 - gamma) * _softmax(logw) + gamma / M
+            p = (1 - gamma) * _softmax(logw) + gamma * valid / M
             if t > 0:                                   # EXP3 update with the finished block's mean reward
                 x = block_reward / W
-                upd = new_block * gamma[:, 0] * x / p[ar, choice] / M
+                upd = new_block * gamma[:, 0] * x / p[ar, choice] / M[:, 0]
                 logw[ar, choice] += upd
-                p = (1 - gamma) * _softmax(logw) + gamma / M
+                p = (1 - gamma) * _softmax(logw) + gamma * valid / M
             choice = np.where(new_block, _sample(rng, p), choice)
             for j, arm in enumerate(arms):
                 if arm.name == "borl" and t % arm.block == 0:
@@ -230,14 +247,17 @@ def run_arms(env: NonStationaryMDP, arms: list[ArmSpec], seed: int = 0, record_p
     if borls:
         out["borl_choices"] = {k: np.array(v) for k, v in choices.items()}
         out["borl_grid"] = borls[0].grid
+        out["borl_grids"] = {a.label: a.grid for a in borls}
     return out
 
 
 def borl_variants(env: NonStationaryMDP) -> list[ArmSpec]:
-    """BORL with the bare sqrt(T) block ("borl_sqrt") and with Cheung's block but no restart at block
-    boundaries ("borl_keep"): the two ablations of the main BORL arm (Cheung's block, restarts)."""
+    """The ablations of the main BORL arm (Cheung's block, restarts, 15 settings), one change each: the bare
+    sqrt(T) block ("borl_sqrt"), no restart at block boundaries ("borl_keep"), and five settings, the
+    intervals with NS-NAC's step sizes, so that EXP3 learns at shorter horizons ("borl_few")."""
     return (make_arms(env, ["borl"], block=0.5, label="borl_sqrt")
-            + make_arms(env, ["borl"], block_restart=False, label="borl_keep"))
+            + make_arms(env, ["borl"], block_restart=False, label="borl_keep")
+            + make_arms(env, ["borl"], step_scales=(1.0,), label="borl_few"))
 
 
 def final_regret(kind: str, T: int, knob: float, S: int, A: int, games: int, seed: int = 0):
