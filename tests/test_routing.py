@@ -102,7 +102,7 @@ def test_leave_task_out_hides_the_outlier_from_base_and_prox_only():
 
 
 def test_pool_specs_budgets_and_stratified_splits():
-    from lib import routing_pool as rp
+    from lib.routing import pool as rp
     specs = rp.make_specs(["a", "b", "c"], layers=[1, 3], copies=2, budget=60, alpha=0.5, min_per_task=5, seed=0)
     assert [s.name for s in specs] == ["L1-a", "L1-b", "L3-a", "L3-b"]
     for s in specs:
@@ -117,7 +117,7 @@ def test_pool_specs_budgets_and_stratified_splits():
 
 
 def test_pool_measures_correctness_of_real_classifiers():
-    from lib import routing_pool as rp
+    from lib.routing import pool as rp
     rng = np.random.default_rng(0)
     feats, labels, tri, qi, toks = {}, {}, {}, {}, {}
     for t, informative_layer in [("easy", 2), ("hard", 1)]:
@@ -154,7 +154,7 @@ def test_few_shot_outliers_reach_the_knn_router():
 # ---------------------------------------------------------------- the measured LLM correctness table
 from types import SimpleNamespace  # noqa: E402
 
-from lib import routing_llm as rl  # noqa: E402
+from lib.routing import llm as rl  # noqa: E402
 from lib.data import MCItem  # noqa: E402
 
 

@@ -19,7 +19,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
-    """Add a strategy class (later issues register theirs the same way)."""
+    """Add a strategy class: a chapter's package registers its own on import (``lib.peft`` its three), so this
+    registry never imports the chapters that build on it."""
     STRATEGIES[cls.name] = cls
     return cls
 
@@ -30,10 +31,10 @@ def available_strategies() -> list[str]:
 
 def get_strategy(name: str, **hyperparameters) -> Strategy:
     key = name.lower()
-    if key in ("fedrpca", "task_arithmetic", "ravan") and key not in STRATEGIES:   # lib.peft builds on this package
-        from .. import peft  # noqa: F401  (registers them)
-    if key not in STRATEGIES:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available_strategies())}")
+    if key not in STRATEGIES:        # a chapter's strategies register when it is imported; this package imports none
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available_strategies())} (a chapter's "
+                         f"own strategies register when it is imported, e.g. `import lib.peft` for FedRPCA, task "
+                         f"arithmetic and Ravan)")
     cls = STRATEGIES[key]
     unknown = set(hyperparameters) - set(cls.hyperparameters())
     if unknown:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .routing_pool import Pool
+from .pool import Pool
 
 PROMPT_VERSION = 3          # part of every cache key: a change of the prompt format never reuses old scores
 
@@ -177,15 +177,15 @@ def correctness_table(tasks: list[str], scorers: list[Scorer], n_per_task: int, 
     [Q, M], cost per model = mean parameter-tokens per query in millions, task [Q]) and the evaluated
     items per task. ``load``, ``items_of`` and ``instruction_of`` default to the workbook's models and
     BIG-bench tasks (items and their instructions)."""
-    from .utils import progress
+    from ..utils import progress
     if len({s.name for s in scorers}) != len(scorers):
         raise ValueError("scorer names must be unique")
     if load is None:
         load = _default_loader()
     if items_of is None:
-        from .data import load_multiple_choice as items_of
+        from ..data import load_multiple_choice as items_of
     if instruction_of is None:
-        from .data import multiple_choice_instruction as instruction_of
+        from ..data import multiple_choice_instruction as instruction_of
     evaluated, shots = {}, {}
     for t_i, task in enumerate(tasks):
         evaluated[task], shots[task] = split_items(items_of(task), n_per_task, shots_pool, seed + t_i)
@@ -206,7 +206,7 @@ def correctness_table(tasks: list[str], scorers: list[Scorer], n_per_task: int, 
 
 def _default_loader():
     """Load each model once (a GGUF LM takes about a minute to de-quantise)."""
-    from . import pretrained
+    from .. import pretrained
     cache = {}
 
     def load(sc: Scorer):

@@ -1,5 +1,4 @@
-"""Nonparametric LLM routing with exponentially tilted weights (ProxRouter, arXiv 2510.09852; issue 20's
-library core, notebook 10 is not written yet).
+"""Nonparametric LLM routing with exponentially tilted weights (ProxRouter, arXiv 2510.09852; notebook 10).
 
 Route a query x (an L2-normalized embedding) to the model with the highest estimated utility
 
