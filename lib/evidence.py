@@ -68,15 +68,17 @@ reproduced** if the whole interval is below −m, **inconclusive** otherwise.
 *Rates* (a fitted log-log exponent; interval by bootstrap over the independent instances: games, MDPs
 or seeds, {BOOTSTRAP} resamples). A growth law `log T` is tested as exponent 0 of the regret's slope
 `dR/d log T` against T, so a `T^0.2` law does not pass.
-- an upper bound `O(x^a)` **whose value is known** (the theorem's constants, or the expression the
-  paper states, taken with constant 1 where an `Õ` hides the constant; the row says which): the
+- an upper bound `O(x^a)` **whose value is known** (the theorem's constants, stated by the paper): the
   measured quantity is compared with the bound's value over the measured range.
   **not reproduced** if the mean measured curve exceeds the bound anywhere in the range, or if the
   fitted curve, extrapolated, would cross it below {EXTRAPOLATE:g}× the largest measured x; otherwise
   **reproduced**. The exponent is secondary evidence: at finite x a local slope above `a` is a
   pre-asymptotic effect as long as the quantity stays far below the bound;
-- an upper bound known only up to constants: **reproduced** if the exponent's interval lies at or below
-  `a`, **not reproduced** if it lies above `a`, **inconclusive** if it contains `a`;
+- an upper bound known only up to constants (`O`, `Õ` without stated constants): **reproduced** if the
+  exponent's interval lies at or below `a`, **not reproduced** if it lies above `a`, **inconclusive** if it
+  contains `a`. Its value taken with constant 1 may be reported beside the row but never decides it: at
+  finite x it can lie above the most the quantity can be (a regret above T), where even an arm with
+  linear regret would pass;
 - a stated growth `Θ(x^a)`: **reproduced** if the interval contains `a` and is at most
   ±{EXPONENT_RESOLUTION} wide, **inconclusive** if it contains `a` but is wider, **not reproduced** if it
   excludes `a`.
