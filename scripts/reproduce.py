@@ -45,6 +45,7 @@ def strip(path: Path) -> None:
     import nbformat
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)       # a progress widget's state: the book would fetch its JS from a CDN
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
@@ -52,6 +53,9 @@ def strip(path: Path) -> None:
         if cell.cell_type == "code":
             for out in cell.get("outputs", []):
                 out.get("metadata", {}).pop("papermill", None)
+                out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+            cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") not in ("display_data",)
+                            or o.get("data")]
     nbformat.write(nb, path)
 
 

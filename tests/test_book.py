@@ -76,6 +76,9 @@ def test_store_run_of_record_strips_dates_and_refuses_large_notebooks(tmp_path, 
     nb.cells = [nbformat.v4.new_markdown_cell("# 99 demo"), nbformat.v4.new_code_cell("x = 1"),
                 nbformat.v4.new_markdown_cell("**What we see.** At quick, x is 0.731.")]
     nb.cells[1].metadata["papermill"] = {"duration": 0.1}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0}})]
     src = tmp_path / "run.ipynb"
     nbformat.write(nb, src)
     claims = tmp_path / "99_demo.json"
@@ -83,6 +86,7 @@ def test_store_run_of_record_strips_dates_and_refuses_large_notebooks(tmp_path, 
     out = reproduce.store_run_of_record(src, "99_demo", "full", claims_file=claims, out_dir=tmp_path / "ror")
     stored = nbformat.read(out, as_version=4)
     assert "papermill" not in stored.metadata and "papermill" not in stored.cells[1].metadata
+    assert "widgets" not in stored.metadata and not stored.cells[1].outputs    # no widget: the book stays offline
     # the quick profile's prose is not set beside a full run's outputs; the quick record keeps it
     assert "0.731" not in stored.cells[2].source and "full run of record" in stored.cells[2].source
     quick = reproduce.store_run_of_record(src, "99_demo", "quick", claims_file=claims, out_dir=tmp_path / "q")
