@@ -61,10 +61,26 @@ def strip(path: Path) -> None:
 
 # a "What we see" cell describes the quick profile's recorded outputs; in another profile's run of record it is
 # replaced by this note (the run's own numbers are its outputs and its claims of record)
-QUICK_PROSE = "**What we see"
+# (so is a "The full profile" section, which quotes a record that may be older than this run)
+QUICK_PROSE = ("**What we see", "## The full profile")
 QUICK_PROSE_NOTE = ("*What we see* is written for the quick profile's outputs, so it is left out of this {profile} run of "
                     "record; read the outputs above, and the claims table at the end (`claims/{profile}/{notebook}.json`, "
                     "REPORT.md).")
+RECORD_SECTION_NOTE = ("## The full profile\n\nThe quick chapter's section on the full profile quotes the claims of record; "
+                       "in this {profile} run of record they are the claims table at the end "
+                       "(`claims/{profile}/{notebook}.json`, REPORT.md).")
+
+
+def drop_quick_prose(nb, profile: str, notebook: str) -> None:
+    """Replace, in a run of record of another profile than quick, the cells written for the quick outputs."""
+    if profile == "quick":
+        return
+    for cell in nb.cells:
+        src = cell.source.lstrip() if cell.cell_type == "markdown" else ""
+        if src.startswith(QUICK_PROSE[0]):
+            cell.source = QUICK_PROSE_NOTE.format(profile=profile, notebook=notebook)
+        elif src.startswith(QUICK_PROSE[1]):
+            cell.source = RECORD_SECTION_NOTE.format(profile=profile, notebook=notebook)
 
 
 def store_run_of_record(executed: Path, notebook: str, profile: str, claims_file: Path | None = None,
@@ -91,10 +107,7 @@ def store_run_of_record(executed: Path, notebook: str, profile: str, claims_file
         nb = nbformat.read(work, as_version=4)
         nb.metadata["workbook_run"] = {"notebook": notebook, "profile": profile, "commit": doc.get("commit"),
                                        "date": doc.get("date"), "code_hash": doc.get("code_hash")}
-        if profile != "quick":       # the prose reads the quick profile's outputs: never set it beside another run's
-            for cell in nb.cells:
-                if cell.cell_type == "markdown" and cell.source.lstrip().startswith(QUICK_PROSE):
-                    cell.source = QUICK_PROSE_NOTE.format(profile=profile, notebook=notebook)
+        drop_quick_prose(nb, profile, notebook)   # the quick prose is never set beside another run's outputs
         nbformat.write(nb, work)
         size = work.stat().st_size
         if size > limit:

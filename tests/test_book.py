@@ -74,7 +74,8 @@ def test_tracked_runs_of_record_are_stripped_small_and_dated(path):
 def test_store_run_of_record_strips_dates_and_refuses_large_notebooks(tmp_path, capsys):
     nb = nbformat.v4.new_notebook(metadata={"papermill": {"duration": 1.0}})
     nb.cells = [nbformat.v4.new_markdown_cell("# 99 demo"), nbformat.v4.new_code_cell("x = 1"),
-                nbformat.v4.new_markdown_cell("**What we see.** At quick, x is 0.731.")]
+                nbformat.v4.new_markdown_cell("**What we see.** At quick, x is 0.731."),
+                nbformat.v4.new_markdown_cell("## The full profile on this CPU\n\nIn an older record x was 0.529.")]
     nb.cells[1].metadata["papermill"] = {"duration": 0.1}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={
@@ -89,6 +90,7 @@ def test_store_run_of_record_strips_dates_and_refuses_large_notebooks(tmp_path, 
     assert "widgets" not in stored.metadata and not stored.cells[1].outputs    # no widget: the book stays offline
     # the quick profile's prose is not set beside a full run's outputs; the quick record keeps it
     assert "0.731" not in stored.cells[2].source and "full run of record" in stored.cells[2].source
+    assert "0.529" not in stored.cells[3].source and "claims table" in stored.cells[3].source
     quick = reproduce.store_run_of_record(src, "99_demo", "quick", claims_file=claims, out_dir=tmp_path / "q")
     assert "0.731" in nbformat.read(quick, as_version=4).cells[2].source
     assert stored.metadata["workbook_run"] == {"notebook": "99_demo", "profile": "full", "commit": "abc",
