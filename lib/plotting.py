@@ -21,25 +21,55 @@ def savefig(fig, name: str) -> str:
 
 
 # One colour per method across every figure of a notebook (and of the workbook): known methods get a
-# fixed slot; any other name gets the next free colour of a 20-colour palette in order of appearance.
+# fixed slot of a 20-colour palette; any other name, and a known name whose slot another name already
+# holds, gets the first colour no name of this process holds yet. So no two names share a colour until
+# 20 are in use (ask for a figure's names together, known ones first: ``palette(names)``).
 _KNOWN = ["fedavg", "fedprox", "scaffold", "fedavgm", "fednova", "fedadam", "fedyogi", "fedexp", "fedecado",
           "adaptive", "fedavg_sync", "fedasync", "fedbuff", "afl_dw", "ca2fl", "fedstale", "fedcompass",
           "fedasmu", "fedfix", "async_localsgd", "fedrevive", "fedasync_const"]
 _COLORS: dict[str, tuple] = {}
 
 
-def color(name: str):
-    """The colour of a method (or any label): the same in every figure."""
-    if name not in _COLORS:
-        pal = sns.color_palette("tab20", 20)
-        order = [pal[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))]   # saturated first
-        slot = _KNOWN.index(name) if name in _KNOWN else len(_KNOWN) + sum(k not in _KNOWN for k in _COLORS)
-        _COLORS[name] = order[slot % len(order)]
-    return _COLORS[name]
+def _order() -> list:
+    pal = sns.color_palette("tab20", 20)
+    return [pal[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))]   # saturated first
 
 
 def palette(names) -> dict:
-    return {n: color(str(n)) for n in names}
+    """The colour of each name (see above): the same in every figure of the process, no two alike."""
+    names = list(dict.fromkeys(str(n) for n in names))
+    order = _order()
+    for n in sorted(names, key=lambda n: n not in _KNOWN):          # known names claim their slots first
+        if n in _COLORS:
+            continue
+        taken = set(_COLORS.values())
+        want = order[_KNOWN.index(n) % len(order)] if n in _KNOWN else None
+        if want is None or want in taken:
+            free = [c for c in order if c not in taken]
+            want = free[0] if free else order[len(_COLORS) % len(order)]
+        _COLORS[n] = want
+    return {n: _COLORS[n] for n in names}
+
+
+def color(name: str):
+    """The colour of a method (or any label): the same in every figure."""
+    return palette([name])[str(name)]
+
+
+def mean_band(ax, df, x: str, y: str, hue: str, order, seed_col: str = "seed", step: str = "round", **kw):
+    """Per ``hue`` and ``step``: the mean over seeds of ``x`` and of ``y``, with the 95% t-interval of
+    ``y``'s mean as a band (for an x that differs between seeds, e.g. gradient evaluations)."""
+    from scipy import stats
+    pal = palette(order)
+    for m in order:
+        d = df[df[hue] == m]
+        if d.empty:
+            continue
+        a = d.groupby(step).agg(x=(x, "mean"), y=(y, "mean"), sd=(y, "std"), n=(seed_col, "nunique"))
+        half = a.sd.fillna(0) * stats.t.ppf(0.975, (a.n - 1).clip(lower=1)) / np.sqrt(a.n)
+        ax.plot(a.x, a.y, color=pal[m], label=m, **kw)
+        ax.fill_between(a.x, a.y - half, a.y + half, color=pal[m], alpha=0.15, lw=0)
+    return ax
 
 
 def plot_curves(df, x: str = "round", y: str = "accuracy", hue: str = "method", col: str | None = None,

@@ -339,3 +339,61 @@ def test_window_clients_cover_their_window_within_the_step_budget():
     r2 = s2.local_update(None, torch.zeros(3), QUAD[0], LocalConfig(lr=0.05, batch_size=1000, steps=1), hooks, 0, 0)
     assert r2.extra["sim_time"] == pytest.approx(0.2) and r2.extra["window_reached"] == pytest.approx(1.0)
     assert r2.extra["grad_evals"] == 2 * r2.extra["steps_taken"] and r2.extra["rejected"] == 0   # no retries
+
+
+# ---------------------------------------------------------------- FedECADO as its paper runs it
+
+def test_paper_fedecado_client_is_plain_sgd_with_the_secant_across_its_displacement():
+    s = FedECADO(client="sgd", server="window")
+    s.oracle = _quad_oracle
+    hooks = s.configure_client(s.init(torch.zeros(3), 1), 0)
+    hooks.num_steps = 4
+    x_c, d, lr = torch.tensor([0.5, 0.5, 0.5]), QUAD[0], 0.05
+    r = s.local_update(None, x_c, d, LocalConfig(lr=lr, batch_size=1000, steps=1), hooks, 0, 0)
+    w = x_c.clone()
+    for _ in range(4):                                   # w <- w - lr * a (w - b), the paper's given lr and steps
+        w = w - lr * d.a * (w - d.b)
+    assert torch.allclose(r.delta, w - x_c)
+    # a quadratic's gradient difference is a * dx: the secant is ||a * D|| / ||D||
+    assert r.extra["curvature"] == pytest.approx(float((d.a * (w - x_c)).norm() / (w - x_c).norm()), rel=1e-5)
+    assert r.extra["sim_time"] == pytest.approx(lr * 4) and r.extra["grad_evals"] == 4 + 2
+
+
+def test_paper_fedecado_server_integrates_the_window_to_the_tolerance():
+    x = torch.zeros(2)
+    rs = [_result(0, [1.0, 0.0], 30, curvature=2.0, sim_time=0.5, dt=0.1, grad_evals=7),
+          _result(1, [0.0, 2.0], 10, curvature=4.0, sim_time=1.0, dt=0.1, grad_evals=12)]
+    p = torch.tensor([0.75, 0.25])
+    u = torch.stack([2.0 * torch.tensor([1.0, 0.0]) / (1 - math.exp(-1.0)),      # g D / (1 - e^{-gT})
+                     4.0 * torch.tensor([0.0, 2.0]) / (1 - math.exp(-4.0))])
+    G, T = 0.75 * 2.0 + 0.25 * 4.0, 1.0
+    exact = (p @ u) / G * (1 - math.exp(-G * T))        # C y' = sum p_i (u_i - g_i y) over [0, max T_i]
+    fine = FedECADO(gamma=1e-3, client="sgd", server="window", server_step=0.5)   # < 64 sub-steps
+    new, state = fine.aggregate(x, fine.init(x, 2), rs)
+    assert torch.allclose(new, exact, rtol=2e-2)
+    assert state["history"][-1]["server_substeps"] > 5 and state["history"][-1]["grad_evals"] == 19
+    loose = FedECADO(gamma=10.0, client="sgd", server="window", server_step=0.5)
+    new_loose = loose.aggregate(x, loose.init(x, 2), rs)[0]
+    assert (new_loose - exact).norm() > 3 * (new - exact).norm()         # gamma is the server's tolerance
+
+
+@pytest.mark.parametrize("lr", [0.05, 0.1])
+def test_paper_fedecado_reduces_objective_inconsistency(lr):
+    s = FedECADO(gamma=1e-2, client="sgd", server="window")
+    s.oracle = _quad_oracle
+    x, state = torch.zeros(3), s.init(torch.zeros(3), 3)
+    for t in range(200):
+        rs = []
+        for i, d in enumerate(QUAD):
+            hooks = s.configure_client(state, i)
+            hooks.num_steps = [3, 8, 20][i]
+            rs.append(s.local_update(None, x, d, LocalConfig(lr=lr, batch_size=1000, steps=1), hooks, t * 10 + i, i))
+        x, state = s.aggregate(x, state, rs)
+    # FedAvg at the same lr settles about 3x-4x further from sum_i p_i grad f_i = 0 (see above)
+    assert float(_global_gradient(x).norm()) < 0.4 * _fedavg_residual(lr)
+
+
+@pytest.mark.parametrize("kw,match", [({"client": "adam"}, "client"), ({"server": "two_step"}, "server")])
+def test_paper_fedecado_rejects_unknown_modes(kw, match):
+    with pytest.raises(ValueError, match=match):
+        get_strategy("fedecado", **kw)

@@ -23,6 +23,17 @@ and a Backward-Euler step of the server node, linearised with sensitivity -g_i, 
 
 A client that ran more steps (processed more data) has a larger T_i and its displacement
 is de-weighted accordingly: objective inconsistency is corrected in continuous time.
+
+Where the tolerance acts. FedECADO's paper gives the clients their learning rates and epochs as
+inputs and lets the tolerance act on the *server's* integration; two switches select that form
+(notebook 04's FedECADO arm), the defaults keep the workbook's first reading (gamma on the client):
+
+* ``client="sgd"`` — tau_i plain SGD steps at the given lr (dt = lr, C = 1), so T_i = lr tau_i;
+  curvature g_i = ||grad f_i(x_i; b) - grad f_i(x_c; b)|| / ||D_i|| on the last batch b (two more
+  gradients per round: the secant across the whole displacement, what the linearised model assumes);
+* ``server="window"`` — the server node  C dy/dtau = sum_i p_i (u_i - g_i y)  (y = x_c - x_c(round
+  start)) integrated by Backward Euler over [0, max_i T_i] in sub-steps whose LTE is held to gamma
+  (``lib.dynamics.backward_euler_window``); the sub-step carries over between rounds.
 """
 from __future__ import annotations
 
@@ -32,7 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from ..client import ClientHooks, ClientResult, batch_gradient, batches
-from ..dynamics import StepController, adaptive_step, euler_lte, no_overshoot_step
+from ..dynamics import StepController, adaptive_step, backward_euler_window, euler_lte, no_overshoot_step
 from .base import Strategy, check_positive, sample_weights
 
 
@@ -60,6 +71,8 @@ class FedECADO(Strategy):
     dt0: float = 0.01           # first client step before any has been adapted
     capacitance: float = 1.0
     max_tries: int = 6          # rejected steps retried at most this often, then accepted
+    client: str = "lte"         # or "sgd": the paper's clients (lr and steps are inputs)
+    server: str = "one_step"    # or "window": the paper's server (gamma bounds its sub-steps' LTE)
     name = "fedecado"
 
     def validate(self):
@@ -69,9 +82,13 @@ class FedECADO(Strategy):
         check_positive("capacitance", self.capacitance)
         if self.max_tries < 1:
             raise ValueError(f"max_tries must be >= 1, got {self.max_tries}")
+        if self.client not in ("lte", "sgd"):
+            raise ValueError(f"client must be 'lte' or 'sgd', got {self.client!r}")
+        if self.server not in ("one_step", "window"):
+            raise ValueError(f"server must be 'one_step' or 'window', got {self.server!r}")
 
     def init(self, x, num_clients):
-        return {"dt": {}, "history": []}
+        return {"dt": {}, "H": self.server_step, "history": []}
 
     def configure_client(self, state, client_id):
         return ClientHooks(state={"dt": state["dt"].get(client_id, self.dt0)})
@@ -79,6 +96,8 @@ class FedECADO(Strategy):
     oracle = staticmethod(minibatch_oracle)   # tests swap in a quadratic's gradient
 
     def local_update(self, fm, x_c, data, local, hooks, seed, client_id, buffers=None):
+        if self.client == "sgd":
+            return self._sgd_update(fm, x_c, data, local, hooks, seed, client_id, buffers)
         ctrl, c = StepController(self.gamma), self.capacitance
         gen, grad = torch.Generator().manual_seed(seed), self.oracle(fm, data, buffers)
         steps = hooks.num_steps or local.num_steps(len(data))
@@ -103,6 +122,22 @@ class FedECADO(Strategy):
                             {"sim_time": sim_time, "curvature": curvature, "dt": dt, "grad_evals": evals,
                              "rejected": rejected})
 
+    def _sgd_update(self, fm, x_c, data, local, hooks, seed, client_id, buffers=None):
+        """The paper's client: tau_i SGD steps at lr (its simulated time lr tau_i), then the secant
+        curvature across its displacement on the last batch."""
+        gen, grad = torch.Generator().manual_seed(seed), self.oracle(fm, data, buffers)
+        steps = hooks.num_steps or local.num_steps(len(data))
+        x, total = x_c.detach().clone(), 0.0
+        for idx in batches(len(data), local.batch_size, steps, gen):
+            loss, g = grad(x, idx)
+            x, total = x - local.lr * g, total + loss
+        g_end, g_start = grad(x, idx)[1], grad(x_c, idx)[1]
+        curvature = secant_curvature(g_start, g_end, x_c, x)
+        sim_time = local.lr * steps
+        return ClientResult(client_id, x - x_c, len(data), steps, total / steps, local.lr, 0.0, None,
+                            {"sim_time": sim_time, "curvature": curvature if curvature == curvature else 0.0,
+                             "dt": local.lr, "grad_evals": steps + 2, "rejected": 0})
+
     def aggregate(self, x, state, results):
         p = sample_weights(results)
         g = torch.tensor([r.extra["curvature"] for r in results], dtype=x.dtype)
@@ -110,9 +145,17 @@ class FedECADO(Strategy):
                             dtype=x.dtype)
         t = torch.tensor([r.extra["sim_time"] for r in results], dtype=x.dtype)
         u = torch.stack([r.delta for r in results]) / (frac * t)[:, None]     # = g D / (1 - e^{-gT})
-        step = (p @ u) / (self.capacitance / self.server_step + float(p @ g))
+        H, sub = state.get("H", self.server_step), {}
+        if self.server == "window":     # C y' = sum_i p_i (u_i - g_i y) over [0, max T_i], LTE <= gamma
+            drive = p @ u
+            step, H, n_sub, rej = backward_euler_window(lambda tau: drive, float(p @ g), float(t.max()), H,
+                                                        StepController(self.gamma), self.capacitance)
+            sub = {"server_substeps": n_sub, "server_rejected": rej, "server_window": float(t.max())}
+        else:
+            step = (p @ u) / (self.capacitance / self.server_step + float(p @ g))
         dts = dict(state["dt"])
         dts.update({r.client_id: r.extra["dt"] for r in results})
-        log = {"server_step": self.server_step, "curvature": float(g.median()),
-               "client_dt": float(torch.tensor([r.extra["dt"] for r in results]).median())}
-        return x + step, {**state, "dt": dts, "history": state["history"] + [log]}
+        log = {"server_step": H, "curvature": float(g.median()),
+               "client_dt": float(torch.tensor([r.extra["dt"] for r in results]).median()),
+               "grad_evals": sum(r.extra.get("grad_evals", r.num_steps) for r in results), **sub}
+        return x + step, {**state, "dt": dts, "H": H, "history": state["history"] + [log]}
