@@ -141,6 +141,24 @@ def test_rope_is_a_rotation_and_depends_on_relative_position_only():
     assert torch.allclose(rq[3] @ rk[1], rq[9] @ rk[7], atol=1e-5)       # offset 2 both times
 
 
+def test_rope_rotates_each_pair_by_its_angle():
+    # Su et al.: pair (2i, 2i+1) at position p turns by p * base^(-2i/dim), written out pair by pair
+    L, dim = 5, 6
+    cos, sin = gpt.rope_tables(L, dim)
+    x = torch.randn(2, L, dim)
+    want = torch.empty_like(x)
+    for p in range(L):
+        for i in range(dim // 2):
+            a = p * 10000.0 ** (-2 * i / dim)
+            x1, x2 = x[:, p, 2 * i], x[:, p, 2 * i + 1]
+            want[:, p, 2 * i], want[:, p, 2 * i + 1] = x1 * math.cos(a) - x2 * math.sin(a), x1 * math.sin(a) + x2 * math.cos(a)
+    assert torch.allclose(gpt.apply_rope(x, cos, sin), want, atol=1e-5)
+    # a non-contiguous view (q, k come out of a permute) gives the same as its contiguous copy
+    qkv = torch.randn(2, L, 3, 2, dim)
+    q = qkv.permute(2, 0, 3, 1, 4)[0]
+    assert torch.equal(gpt.apply_rope(q, cos, sin), gpt.apply_rope(q.contiguous(), cos, sin))
+
+
 def test_gpt_is_causal_and_mtp_heads_predict_further_tokens():
     torch.manual_seed(0)
     m = gpt.GPT(gpt.GPTConfig(vocab=10, d_model=32, n_layers=2, n_heads=2, max_len=16, heads=2))
