@@ -6,14 +6,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 KERNEL := fl-workbook
 STAMP  := $(VENV)/.installed
+CLUSTER_STAMP := $(VENV)/.installed-cluster
 PROFILE ?= auto
 NB ?=
+# where make reproduce runs whole notebooks: local (here, in turn), ray or slurm (docs/cluster.md)
+EXECUTOR ?= local
+NEEDS_CLUSTER := $(if $(filter ray slurm,$(EXECUTOR) $(WORKBOOK_EXECUTOR)),$(CLUSTER_STAMP))
 export WORKBOOK_PROGRESS ?= 0
 
-.PHONY: help venv data reproduce test unit smoke nbval record report lab bench book clean
+.PHONY: help venv cluster data reproduce test unit smoke nbval record report lab bench book clean
 
 help:
 	@echo "make reproduce [PROFILE=quick|full] [NB=01]  run notebooks headless into runs/<profile>/, then REPORT.md"
+	@echo "               [EXECUTOR=ray|slurm]          spread the notebooks over a cluster (docs/cluster.md)"
 	@echo "make test                                    unit tests, every notebook's smoke profile, nbval with checked values (quick)"
 	@echo "make book                                    the book (docs/) into _build/book/: recorded notebooks, never executed"
 	@echo "make lab | record | report | data | bench | clean"
@@ -30,6 +35,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+# the cluster backends (requirements-cluster.txt), constrained by requirements.txt so torch cannot move
+$(CLUSTER_STAMP): $(STAMP) requirements-cluster.txt
+	$(PY) -m pip install --quiet -r requirements-cluster.txt -c requirements.txt
+	$(PY) -c "import torch, torchvision, ray, submitit; print('cluster backends ready: ray', ray.__version__, 'submitit', submitit.__version__, 'torch', torch.__version__)"
+	touch $(CLUSTER_STAMP)
+
+cluster: $(CLUSTER_STAMP)
+
 # data the notebooks need: Debian/PyPI offline sources first, then downloads (scripts/seed_data.py)
 data: $(STAMP)
 	$(PY) scripts/seed_data.py
@@ -38,17 +51,18 @@ smoke: $(STAMP)
 	$(PY) scripts/seed_data.py
 	$(PY) -m pytest tests/test_smoke.py -p no:cacheprovider
 
-reproduce: $(STAMP)
+reproduce: $(STAMP) $(NEEDS_CLUSTER)
 	-$(PY) scripts/seed_data.py
-	$(PY) scripts/reproduce.py --profile $(PROFILE) $(if $(NB),--nb $(NB)) --kernel $(KERNEL)
+	$(PY) scripts/reproduce.py --profile $(PROFILE) $(if $(NB),--nb $(NB)) --kernel $(KERNEL) \
+		$(if $(filter-out local,$(EXECUTOR)),--executor $(EXECUTOR))
 
 # checked values are compared with their recorded tolerances (notebooks/*.expected.json), not as text
-test: $(STAMP)
+test: $(STAMP) $(CLUSTER_STAMP)
 	$(PY) scripts/seed_data.py
 	WORKBOOK_CHECKS=check $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
 
-unit: $(STAMP)
+unit: $(STAMP) $(CLUSTER_STAMP)
 	$(PY) -m pytest tests -p no:cacheprovider
 
 record: $(STAMP)

@@ -12,6 +12,7 @@ Modules (import what you use; ``import lib`` itself stays light):
 - ``lib.clock``       simulated client time (reused by the asynchronous engine)
 - ``lib.profiles``    quick/full profiles; ``lib.claims`` claims tables; ``lib.report`` REPORT.md
 - ``lib.plotting``    figures (saved under figures/); ``lib.records`` tidy CSVs under results/
+- ``lib.executors``   where a sweep's runs execute: local processes, Ray, SLURM (``WORKBOOK_EXECUTOR``)
 - ``lib.initmatters`` the two-layer CNN model of arXiv 2502.08024 (notebook 01)
 """
 __version__ = "0.1.0"

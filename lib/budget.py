@@ -155,12 +155,23 @@ def plan(notebook: str, profile: str, build, model_name: str, input_shape: tuple
     random state is left as it was. Raises :class:`BudgetError` before any work when memory or time
     would not suffice.
     """
+    global _LAST_PLAN
     with torch.random.fork_rng(devices=[]):
         p = _plan(notebook, profile, build(), model_name, tuple(input_shape), num_classes, batch_size, work,
                   data_bytes, device, save)
+    _LAST_PLAN = p
     print(p)
     check(p)
     return p
+
+
+_LAST_PLAN: Plan | None = None
+
+
+def last_plan() -> Plan | None:
+    """The last plan :func:`plan` made in this process (a notebook's): :func:`lib.executors.runs_per_gpu` sizes
+    the runs sharing a GPU from its device and host memory estimates."""
+    return _LAST_PLAN
 
 
 def _plan(notebook, profile, model, model_name, input_shape, num_classes, batch_size, work, data_bytes, device,

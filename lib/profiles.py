@@ -48,6 +48,8 @@ def configure(profile: str, defaults: dict[str, dict], **given) -> SimpleNamespa
         raise ValueError(f"parameters {sorted(unknown)} have no default in profile {profile!r}; "
                          f"known: {sorted(base)}")
     base.update({k: v for k, v in given.items() if v is not None})
+    from .executors import check
+    check()     # an executor that cannot run here (WORKBOOK_EXECUTOR=slurm without sbatch) stops the notebook now
     return SimpleNamespace(profile=profile, **base)
 
 

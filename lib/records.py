@@ -88,31 +88,37 @@ def seed_values(series, **where):
     return s.sort_index().to_numpy(dtype=float) if len(s) else np.array([])
 
 
+def cache_path(name: str, key: str, profile: str, code: str | None = None):
+    """Where a run's result is stored: ``results/<profile>/cache/<name>/code-<code>/<key>.pkl``.
+
+    ``code`` defaults to :func:`lib.executors.code_fingerprint` (a hash of lib's sources), so a run stored by other
+    code (or by a version of the workbook that did not key on the code: files directly under ``<name>/``) is
+    simply not found: a resumed profile never reuses a run that lib has changed under.
+    """
+    from .executors import code_fingerprint
+    return paths.results_dir(profile) / "cache" / name / f"code-{code or code_fingerprint()}" / f"{key}.pkl"
+
+
 def cached(name: str, key: str, profile: str, fn, enabled: bool = True):
-    """``fn()``, or its earlier result stored under results/<profile>/cache/<name>/<key>.pkl.
+    """``fn()``, or its earlier result stored under :func:`cache_path` (results/<profile>/cache/<name>/...).
 
     Makes a long batch of runs resumable at run granularity: an interrupted full-profile notebook
     re-executed with the cache on recomputes only the runs that never finished. Keys must name
-    everything that changes a run (method, hyperparameters, seed). ``enabled=False`` always
-    recomputes (the quick profile, so recorded outputs never come from a stale cache).
+    everything that changes a run (method, hyperparameters, seed); the path adds lib's code fingerprint.
+    ``enabled=False`` always recomputes (the quick profile, so recorded outputs never come from a stale cache).
     """
-    import pickle
-    path = paths.results_dir(profile) / "cache" / name / f"{key}.pkl"
+    from .executors import load, store
+    path = cache_path(name, key, profile)
     if enabled and path.exists():
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        return load(path)
     value = fn()
     if enabled:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(value, f)
-        tmp.replace(path)
+        store(path, value)
     return value
 
 
 def cache_exists(name: str, key: str, profile: str) -> bool:
-    return (paths.results_dir(profile) / "cache" / name / f"{key}.pkl").exists()
+    return cache_path(name, key, profile).exists()
 
 
 def outcomes(df, target: float, x: str = "sim_time", last: int = 3, by=("method",)):
@@ -149,20 +155,37 @@ def config_key(*parts) -> str:
     return hashlib.sha256(repr(canon(parts)).encode()).hexdigest()[:12]
 
 
-def _cached_call(args):
-    name, key, profile, fn, job, enabled = args
-    return cached(name, key, profile, lambda: fn(job), enabled=enabled)
+def cached_map(fn, jobs, name: str, profile: str, keys, enabled: bool = True, desc: str | None = None,
+               executor: str | None = None) -> dict:
+    """``{key: fn(job)}`` through the chosen executor (:mod:`lib.executors`: ``local`` processes, ``ray`` or
+    ``slurm``); with ``enabled`` each run is stored under results/<profile>/cache/<name>/ (:func:`cache_path`).
 
-
-def cached_map(fn, jobs, name: str, profile: str, keys, enabled: bool = True, desc: str | None = None) -> dict:
-    """``{key: fn(job)}`` over CPU processes, each result stored under results/<profile>/cache/<name>/ when
-    ``enabled``: an interrupted run re-executed recomputes only the jobs whose results are missing.
-    ``fn`` must be picklable by reference (a module-level function, or one defined in the notebook)."""
-    from .utils import parallel_map
+    With ``enabled``, only the runs missing from the cache are computed, and each is stored by the worker that
+    computed it (on storage the workers share); the results are then collected by key. One line says how many
+    runs came from the cache, of which code (:func:`lib.executors.code_fingerprint`), and how many are computed.
+    A run that raises or whose worker dies is retried (``WORKBOOK_RETRIES``, default 2); if some still fail,
+    :class:`lib.executors.RunsFailed` names each with its error, raised after every other run is stored, so
+    running the cell again computes only the failed ones. ``executor`` overrides ``WORKBOOK_EXECUTOR``.
+    ``fn`` may be a function defined in the notebook.
+    """
+    from .executors import get_executor, load, raise_failures
     jobs, keys = list(jobs), list(keys)
     if len(jobs) != len(keys) or len(set(keys)) != len(keys):
         raise ValueError("cached_map needs one distinct key per job")
-    if enabled:
-        print(f"{len(jobs)} runs, {sum(cache_exists(name, k, profile) for k in keys)} from the cache")
-    out = parallel_map(_cached_call, [(name, k, profile, fn, j, enabled) for k, j in zip(keys, jobs)], desc=desc)
-    return dict(zip(keys, out))
+    ex = get_executor(executor)
+    if not enabled:
+        return dict(zip(keys, ex.map(fn, jobs, desc=desc, labels=keys)))
+    from .executors import code_fingerprint
+    code = code_fingerprint()
+    where = [cache_path(name, k, profile, code) for k in keys]
+    todo = [i for i, p in enumerate(where) if not p.exists()]
+    folder = where[0].parent if where else None
+    other = sum(1 for i in todo if (folder.parent / f"{keys[i]}.pkl").exists()
+                or next(folder.parent.glob(f"code-*/{keys[i]}.pkl"), None))
+    print(f"{len(jobs)} runs: {len(jobs) - len(todo)} from the cache of lib code {code}, {len(todo)} to compute "
+          f"({ex.describe()})" + (f"; {other} stored by other code not reused" if other else ""))
+    if todo:
+        outs = ex.run(fn, [jobs[i] for i in todo], targets=[where[i] for i in todo], desc=desc)
+        shown = paths.rel(folder) if folder.resolve().is_relative_to(paths.REPO_ROOT) else str(folder)
+        raise_failures(outs, [keys[i] for i in todo], ex, stored=shown, total=len(jobs))
+    return {k: load(p) for k, p in zip(keys, where)}

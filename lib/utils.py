@@ -53,31 +53,25 @@ def _worker_init():
     os.environ["WORKBOOK_PROGRESS"] = "0"
 
 
-def parallel_map(fn, jobs, workers: int | None = None, desc: str | None = None) -> list:
-    """``[fn(job) for job in jobs]``, spread over CPU processes; results in the order of ``jobs``.
+def parallel_map(fn, jobs, workers: int | None = None, desc: str | None = None, executor: str | None = None) -> list:
+    """``[fn(job) for job in jobs]`` through the chosen executor (:mod:`lib.executors`); results in the order of ``jobs``.
 
-    Every run in the workbook takes its own explicit seed, so the results are identical whatever
-    the number of workers. ``workers`` defaults to ``WORKBOOK_WORKERS`` or the CPU count, and to 1
-    (in-process) when a CUDA GPU is present or there is a single job. Workers are forked, so ``fn`` may
-    be a function defined in a notebook; results travel back pickled (return frames and numbers,
-    not models with open generators).
+    Every run in the workbook takes its own explicit seed, so the results are identical whatever the number of
+    workers and whatever the backend. ``executor`` (else a papermill parameter ``executor``, else
+    ``WORKBOOK_EXECUTOR``) picks ``local`` (the default), ``ray`` or ``slurm``. Locally, ``workers`` defaults to
+    ``WORKBOOK_WORKERS`` or the CPU count; a single job runs in-process; workers are forked, so ``fn`` may be a
+    function defined in a notebook; with a CUDA GPU they are spawned instead, as many as
+    :func:`lib.executors.runs_per_gpu` allows (one, in-process, without a plan). Results travel back pickled
+    (return frames and numbers, not models with open generators). A job that raises or whose worker dies is
+    retried (``WORKBOOK_RETRIES``, default 2); any still failing are named in
+    :class:`lib.executors.RunsFailed`, raised once every job has ended.
     """
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    import torch
-    jobs = list(jobs)
-    if workers is None:
-        workers = int(os.environ.get("WORKBOOK_WORKERS", 0)) or os.cpu_count() or 1
-    if workers < 1:
+    from .executors import LocalExecutor, get_executor, resolve
+    if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    workers = min(workers, len(jobs))
-    # never fork once a GPU is in play (a forked child must not touch CUDA); runs on a GPU go in-process
-    if workers <= 1 or torch.cuda.is_available() or torch.cuda.is_initialized() or "fork" not in mp.get_all_start_methods():
-        return [fn(j) for j in progress(jobs, desc=desc)]
-    out = [None] * len(jobs)
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init) as ex:
-        futures = {ex.submit(fn, j): i for i, j in enumerate(jobs)}
-        for f in progress(cf.as_completed(futures), total=len(jobs), desc=desc):
-            out[futures[f]] = f.result()
-    return out
+    jobs = list(jobs)
+    if resolve(executor) == "local":
+        return LocalExecutor(workers=workers).map(fn, jobs, desc=desc)
+    # elsewhere, each run gets the threads it would have had here with these workers: the same results
+    return get_executor(executor).map(fn, jobs, desc=desc,
+                                      resources={"threads": LocalExecutor.local_threads(len(jobs), workers)})

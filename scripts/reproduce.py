@@ -5,6 +5,9 @@ reproduce: notebooks/NN_*.ipynb -> runs/<profile>/NN_*.ipynb, figures/ and resul
            each notebook that ran to the end becomes the claims of record (claims/<profile>/),
            one that failed keeps its earlier rows, marked stale; then REPORT.md. A failing
            notebook does not stop the others; the exit code is non-zero if any failed.
+           --executor ray|slurm (make reproduce EXECUTOR=...) spreads the notebooks over a
+           cluster, each one task (Ray) or one job (SLURM) with WORKBOOK_NB_CPUS CPUs and
+           WORKBOOK_NB_GPUS GPUs, its runs local to that task; the default runs them here in turn.
            A full-profile run that becomes the claims of record also stores its executed
            notebook, stripped, with the commit and date it ran at, in the tracked folder
            runs_of_record/full/ (the book renders it), unless it exceeds RUN_OF_RECORD_LIMIT.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from lib.executors import ExecutorError  # noqa: E402
 from lib.profiles import resolve_profile  # noqa: E402
 from lib.report import main as report, mark_stale, promote  # noqa: E402
 
@@ -135,12 +139,44 @@ def execute(src: Path, dst: Path, profile: str | None, kernel: str) -> tuple[boo
         return False, time.perf_counter() - t0, lines[-1] if lines else type(exc).__name__
 
 
+def spread(todo: list[Path], out_dir: Path, profile: str, kernel: str, executor: str, finish,
+           execute_fn=execute) -> None:
+    """Run whole notebooks as tasks of a cluster (``lib.executors``: ``ray`` or ``slurm``), calling
+    ``finish(nb, dst, ok, secs, err)`` here as each ends.
+
+    Each notebook gets ``WORKBOOK_NB_CPUS`` CPUs (default 4; on Ray at most a node's) and ``WORKBOOK_NB_GPUS`` GPUs
+    (default: one where a Ray cluster has GPUs; none on SLURM unless set), ``WORKBOOK_NB_TIME`` minutes on SLURM
+    (default 720); inside it, its runs go to local worker processes on those CPUs (``WORKBOOK_EXECUTOR=local``,
+    ``WORKBOOK_WORKERS``), so no notebook waits on the cluster while holding a share of it. Notebooks, results
+    and the venv must be on storage every node shares, at the same path.
+    """
+    from lib.executors import NotebookTask, get_executor
+    ex = get_executor(executor)
+    cpus = int(os.environ.get("WORKBOOK_NB_CPUS", 4))
+    gpus = os.environ.get("WORKBOOK_NB_GPUS", "").strip() or "auto"
+    gpus = gpus if gpus == "auto" else float(gpus)
+    time_min = int(os.environ.get("WORKBOOK_NB_TIME", 720))
+    env = {k: v for k, v in os.environ.items() if k.startswith("WORKBOOK_")}
+    env.update(WORKBOOK_EXECUTOR="local", WORKBOOK_WORKERS=str(cpus))
+    jobs = [(str(nb), str(out_dir / nb.name), profile, kernel) for nb in todo]
+    print(f"spreading {len(todo)} notebooks over {ex.describe()}: {cpus} CPUs and "
+          f"{gpus if gpus == 'auto' else f'{gpus:g}'} GPUs each", flush=True)
+
+    def done(i, outcome):
+        ok, secs, err = outcome.value if outcome.ok else (False, 0.0, f"the task failed: {outcome.error}")
+        finish(todo[i], out_dir / todo[i].name, ok, secs, err)
+    ex.run(NotebookTask(execute_fn, env), jobs, on_done=done,
+           resources=dict(cpus=cpus, gpus=gpus, time_min=time_min, threads=cpus))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="auto")
     ap.add_argument("--nb")
     ap.add_argument("--kernel", default="fl-workbook")
     ap.add_argument("--record", action="store_true")
+    ap.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
+                    help="where the notebooks run: here in turn (local), or spread over a Ray or SLURM cluster")
     args = ap.parse_args()
     os.environ.setdefault("WORKBOOK_PROGRESS", "0")
     os.environ["WORKBOOK_CHECKS"] = "record" if args.record else "off"
@@ -158,10 +194,8 @@ def main() -> int:
     out_dir = ROOT / "runs" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for nb in todo:
-        dst = nb if args.record else out_dir / nb.name
-        print(f"-> {nb.name} ({profile}) ...", flush=True)
-        ok, secs, err = execute(nb, dst, None if args.record else profile, args.kernel)
+
+    def finish(nb, dst, ok, secs, err):
         if ok and args.record:
             strip(dst)
         if profile in RECORDED_PROFILES:
@@ -176,6 +210,21 @@ def main() -> int:
                 print(f"   kept the claims of record of {nb.stem} ({profile}), marked stale")
         results.append((nb.name, ok, secs, err))
         print(f"   {'ok    ' if ok else 'FAILED'} {secs:6.1f} s  {err}", flush=True)
+
+    if args.executor != "local" and not args.record:
+        try:
+            spread(todo, out_dir, profile, args.kernel, args.executor,
+                   lambda nb, dst, ok, secs, err: (print(f"-> {nb.name} ({profile}) done", flush=True),
+                                                   finish(nb, dst, ok, secs, err)))
+        except ExecutorError as exc:     # the executor cannot run here (no sbatch, no Ray): one line, no traceback
+            print(f"make reproduce: {exc}", file=sys.stderr)
+            return 2
+    else:
+        for nb in todo:
+            dst = nb if args.record else out_dir / nb.name
+            print(f"-> {nb.name} ({profile}) ...", flush=True)
+            ok, secs, err = execute(nb, dst, None if args.record else profile, args.kernel)
+            finish(nb, dst, ok, secs, err)
     report([])  # every profile of record: a full run must not drop the quick section
     print("\nsummary:")
     for name, ok, secs, err in results:

@@ -94,7 +94,7 @@ def test_cached_map_resumes_only_missing_runs_and_keys_on_the_whole_configuratio
     full = records.cached_map(_double_and_mark, [1, 2, 3], "nb", "full", keys)
     assert list(full.values()) == [2, 4, 6] and len(list(marks.iterdir())) == 3
     # an interrupted run: one stored result is missing; re-executing computes only that one, same results
-    (tmp_path / "results" / "full" / "cache" / "nb" / f"{keys[1]}.pkl").unlink()
+    records.cache_path("nb", keys[1], "full").unlink()
     for m in marks.iterdir():
         m.unlink()
     assert records.cached_map(_double_and_mark, [1, 2, 3], "nb", "full", keys) == full
