@@ -613,8 +613,9 @@ class RayExecutor(Executor):
                        and k not in ("WORKBOOK_EXECUTOR", "WORKBOOK_WORKERS")}
                 ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
             else:
+                import logging
                 cpus = int(os.environ.get("WORKBOOK_WORKERS", 0)) or os.cpu_count() or 1
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         return ray
 
     def describe(self) -> str:
