@@ -66,9 +66,10 @@ class Plan:
     flops_per_example: float      # forward
     host_bytes: float
     device_bytes: float
-    hours: float                  # estimated on this device
+    hours: float                  # estimated on this device, the runs spread over ``workers`` processes
     gpu_hours_assumed: float      # estimated for one H100 from FLOPs and the assumed floor
     limits: dict = field(default_factory=dict)
+    workers: int = 1              # CPU: the worker processes lib.utils.parallel_map spreads runs over
 
     def __str__(self) -> str:
         w = self.work
@@ -78,6 +79,7 @@ class Plan:
                 f"  measured here: {self.step_s * 1e3:.2f} ms per local step, "
                 f"{self.eval_s_per_example * 1e6:.1f} us per example evaluated\n"
                 f"  estimated: {_hours(self.hours)} on this {self.device}"
+                + (f" over {self.workers} worker processes" if self.workers > 1 else "") +
                 f" ({_hours(self.gpu_hours_assumed)} on one H100, assumed rates); memory: "
                 f"{self.host_bytes / 1e9:.2f} GB host, {self.device_bytes / 1e9:.2f} GB on the device"
                 + (f"\n  counted: {w.note}" if w.note else ""))
@@ -184,20 +186,30 @@ def _plan(notebook, profile, model, model_name, input_shape, num_classes, batch_
     dtype = torch.long if model_name == "textcnn" else torch.float32
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flops = forward_flops(model, input_shape, dtype)
-    step_s, eval_s = _measure(model, input_shape, num_classes, batch_size, device, dtype)
+    # on a CPU the runs go to worker processes of one thread each (lib.utils.parallel_map): time a step so
+    workers = 1
+    if device.type == "cpu":
+        workers = max(1, min(int(os.environ.get("WORKBOOK_WORKERS", 0)) or os.cpu_count() or 1, work.runs))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+    try:
+        step_s, eval_s = _measure(model, input_shape, num_classes, batch_size, device, dtype)
+    finally:
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
     model.cpu()
     vec = 4 * params
     host = data_bytes + work.client_vectors * work.num_clients * vec + 12 * vec
     act = activation_bytes(model, input_shape, max(batch_size, 256), dtype)   # a training batch or an eval batch
     dev_bytes = 10 * vec + act + (data_bytes if device.type == "cuda" else 0)
-    hours = (work.steps + work.extra_steps) * step_s / 3600 + work.eval_examples * eval_s / 3600
+    hours = ((work.steps + work.extra_steps) * step_s / 3600 + work.eval_examples * eval_s / 3600) / workers
     floor = GPU_ASSUMED["step_floor_s"].get(model_name, 1e-3)
     gpu_step = max(floor, 3 * flops * batch_size / GPU_ASSUMED["flops_per_s"])
     gpu_eval = max(flops / GPU_ASSUMED["flops_per_s"], floor / 4096)
     gpu_hours = ((work.steps + work.extra_steps) * gpu_step + work.eval_examples * gpu_eval) / 3600
     max_hours = float(os.environ.get("WORKBOOK_MAX_HOURS", 8))
     p = Plan(notebook, profile, device.type, model_name, params, batch_size, work, step_s, eval_s, flops, host,
-             dev_bytes, hours, gpu_hours, {"max_hours": max_hours, "host_bytes": host_memory_bytes()})
+             dev_bytes, hours, gpu_hours, {"max_hours": max_hours, "host_bytes": host_memory_bytes()}, workers)
     if save:
         out = paths.results_dir(profile) / "plans"
         out.mkdir(parents=True, exist_ok=True)

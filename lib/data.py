@@ -76,6 +76,12 @@ class ArrayDataset:
         g = torch.Generator().manual_seed(seed)
         return self.subset(torch.randperm(len(self), generator=g)[:n])
 
+    def split_validation(self, fraction: float, seed: int) -> tuple["ArrayDataset", "ArrayDataset"]:
+        """(the rest, a validation split): a seeded, stratified ``fraction`` held out for choosing
+        hyperparameters (``lib.sweep.select_on_validation``), never the test set. Disjoint, covering."""
+        rest, held = stratified_split(self.y.cpu().numpy(), fraction, seed=seed)
+        return self.subset(rest), self.subset(held)
+
     def select_classes(self, keep: list[int]) -> "ArrayDataset":
         """Keep only the listed classes, relabelled 0..len(keep)-1 in that order."""
         keep = list(keep)

@@ -92,19 +92,22 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
                   seed: int = 0, eval_every: int = 1, steps_per_client: Sequence[int] | None = None,
                   clock: ClientClock | None = None, x0: torch.Tensor | None = None, label: str | None = None,
                   strategy_kwargs: dict | None = None, metrics=None, device=None,
-                  batched: bool | None = None) -> FLRun:
+                  batched: bool | None = None, validation: ArrayDataset | None = None) -> FLRun:
     """Simulate ``rounds`` of synchronous FL and return the records.
 
     ``steps_per_client`` fixes each client's number of local steps (objective
     inconsistency); otherwise ``local`` decides (epochs or steps).
     ``x0`` starts from given weights (e.g. pre-trained) instead of the model's own.
     ``metrics(x) -> dict`` adds quantities of the global model to every record.
+    ``validation``: a held-out split (``ArrayDataset.split_validation``) evaluated beside ``test`` at every
+    evaluation, as ``val_accuracy`` / ``val_loss``, for choosing hyperparameters without the test set.
     ``device``: where to train (default: the GPU when present, see ``utils.default_device``).
     ``batched``: train each round's clients together (``lib.batched``; same results within float
     tolerance). Default: on a GPU when the model and strategy allow it (``WORKBOOK_BATCHED=0/1`` overrides);
     on a CPU it is off, since there it is no faster (``make bench`` measures both).
     """
     fm, clients, test, device = place(model, clients, test, device)
+    validation = validation.to(device) if validation is not None else None
     if isinstance(strategy, str):
         strategy = get_strategy(strategy, **(strategy_kwargs or {}))
     local = local or LocalConfig()
@@ -137,9 +140,12 @@ def run_federated(model: torch.nn.Module | FlatModel, strategy: Strategy | str, 
     def record(t, train_loss):
         nonlocal eval_s
         t0 = time.perf_counter()
-        acc, loss = evaluate(fm, strategy.evaluation_point(x, state), test, buffers=buffers)
-        eval_s += time.perf_counter() - t0
+        point = strategy.evaluation_point(x, state)
+        acc, loss = evaluate(fm, point, test, buffers=buffers)
         extra = metrics(x) if metrics is not None else {}
+        if validation is not None:
+            extra["val_accuracy"], extra["val_loss"] = evaluate(fm, point, validation, buffers=buffers)
+        eval_s += time.perf_counter() - t0
         return {"method": name, "seed": seed, "round": t, "accuracy": acc, "loss": loss,
                 "train_loss": train_loss, "bytes_up": bytes_up, "bytes_down": bytes_down,
                 "grad_evals": grad_evals,

@@ -134,3 +134,30 @@ def run_fl_config(config: dict, seed: int, setting: dict, model: str, rounds: in
     hist = r.state.get("history", [])
     return [{**rec, **{f"adapt_{k}": v for k, v in (hist[rec["round"] - 1].items() if 0 < rec["round"] <= len(hist) else [])}}
             for rec in r.records]
+
+
+def select_on_validation(df, arm: str = "arm", label: str = "method", y: str = "val_accuracy", last: int = 3,
+                         order_by: str = "round"):
+    """Per ``arm`` (a method), the configuration (``label``) whose final ``y`` on the validation split,
+    averaged over seeds, is highest: hyperparameters chosen without looking at the test set.
+
+    ``df``: tidy records with ``arm``, ``label``, ``seed`` and ``y`` (``run_federated(validation=...)``).
+    Final = the mean of each run's last ``last`` evaluations. Returns a frame (arm, label, the validation
+    mean, ``selected``), one row per configuration; ties go to the first configuration in ``df``.
+    """
+    import pandas as pd
+    missing = [c for c in (arm, label, "seed", y, order_by) if c not in df]
+    if missing:
+        raise ValueError(f"select_on_validation needs columns {missing} in the records (run with validation=...)")
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}")
+    order = list(dict.fromkeys(df[label]))
+    per_seed = (df.sort_values(order_by, kind="stable").groupby([arm, label, "seed"], sort=False)[y]
+                .apply(lambda v: v.tail(last).mean()))
+    table = per_seed.groupby(level=[0, 1], sort=False).mean().rename(f"final_{y}").reset_index()
+    table["_order"] = table[label].map(order.index)
+    table = table.sort_values([arm, "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    chosen = table.groupby(arm, sort=False)[f"final_{y}"].idxmax()          # the first of equal maxima
+    table["selected"] = table.index.isin(chosen.to_numpy())
+    return pd.DataFrame(table)
+

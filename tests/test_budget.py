@@ -19,13 +19,20 @@ def test_plan_measures_estimates_and_leaves_the_random_state_alone(tmp_path, mon
     monkeypatch.setenv("WORKBOOK_RESULTS", str(tmp_path))
     monkeypatch.delenv("WORKBOOK_MAX_HOURS", raising=False)
     torch.manual_seed(3)
-    before = torch.random.get_rng_state()
+    before, before_threads = torch.random.get_rng_state(), torch.get_num_threads()
     p = budget.plan("nb", "smoke", lambda: models.build_model("mlp", (1, 28, 28), 10, hidden=(16,)), "mlp",
                     (1, 28, 28), 10, 32, budget.Work(runs=1, steps=1000, eval_examples=500, num_clients=50,
                                                     client_vectors=1), device="cpu")
     assert torch.equal(before, torch.random.get_rng_state())
     assert p.params == 28 * 28 * 16 + 16 + 16 * 10 + 10 and p.step_s > 0 and p.eval_s_per_example > 0
-    assert p.hours == pytest.approx((1000 * p.step_s + 500 * p.eval_s_per_example) / 3600)
+    # the runs are spread over the CPU's worker processes (here at most the one run)
+    assert p.workers == 1 and p.hours == pytest.approx((1000 * p.step_s + 500 * p.eval_s_per_example) / 3600)
+    monkeypatch.setenv("WORKBOOK_WORKERS", "2")
+    four = budget.plan("nb", "smoke", lambda: models.build_model("mlp", (1, 28, 28), 10, hidden=(16,)), "mlp",
+                       (1, 28, 28), 10, 32, budget.Work(runs=4, steps=1000, eval_examples=500), device="cpu")
+    assert four.workers == 2 and "over 2 worker processes" in str(four)
+    assert four.hours == pytest.approx((1000 * four.step_s + 500 * four.eval_s_per_example) / 3600 / 2)
+    assert torch.get_num_threads() == before_threads                 # timed at one thread, then restored
     assert p.host_bytes >= 50 * 4 * p.params                       # the per-client vectors are counted
     assert (tmp_path / "smoke" / "plans" / "nb.json").exists()
 

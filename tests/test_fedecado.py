@@ -397,3 +397,44 @@ def test_paper_fedecado_reduces_objective_inconsistency(lr):
 def test_paper_fedecado_rejects_unknown_modes(kw, match):
     with pytest.raises(ValueError, match=match):
         get_strategy("fedecado", **kw)
+
+
+# ---------------------------------------------------------------- choosing on a validation split
+
+def test_select_on_validation_picks_the_best_mean_over_seeds_and_never_reads_the_test_set():
+    import pandas as pd
+    from lib.sweep import select_on_validation
+    rows = []
+    for label, vals, test in [("mu=0.001", [0.50, 0.60], 0.99), ("mu=0.01", [0.58, 0.58], 0.10), ("mu=0.1", [0.70, 0.30], 0.5)]:
+        for s, v in enumerate(vals):
+            for r in (1, 2, 3):
+                rows.append({"arm": "fedprox", "method": label, "seed": s, "round": r, "val_accuracy": v if r > 1 else 0.0,
+                             "accuracy": test})
+    rows += [{"arm": "fedavg", "method": "fedavg", "seed": s, "round": r, "val_accuracy": 0.4, "accuracy": 0.4}
+             for s in (0, 1) for r in (1, 2, 3)]
+    t = select_on_validation(pd.DataFrame(rows), last=2)
+    chosen = t[t.selected].set_index("arm")["method"]
+    assert chosen["fedprox"] == "mu=0.01" and chosen["fedavg"] == "fedavg"      # 0.58 > 0.55 = 0.50 mean
+    assert t.set_index("method").loc["mu=0.001", "final_val_accuracy"] == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="val_accuracy"):
+        select_on_validation(pd.DataFrame(rows).drop(columns="val_accuracy"))
+
+
+def test_a_validation_split_is_stratified_disjoint_and_evaluated_beside_the_test_set(blobs):
+    from lib import fl, models, partition
+    train, test = blobs
+    rest, val = train.split_validation(0.2, seed=0)
+    assert len(rest) + len(val) == len(train)
+    for c in range(train.num_classes):
+        assert int((val.y == c).sum()) == round(0.2 * int((train.y == c).sum()))
+    key = lambda d: {tuple(row.tolist()) for row in d.x.reshape(len(d), -1)}  # noqa: E731
+    assert not key(rest) & key(val)
+    part = partition.dirichlet(rest.y.numpy(), 4, alpha=0.5, seed=0, min_size=5)
+    m = models.build_model("mlp", rest.input_shape, 3, seed=0, hidden=(16,))
+    r = fl.run_federated(m, "fedavg", fl.client_datasets(rest, part), test, rounds=2, clients_per_round=2,
+                         local=LocalConfig(batch_size=16, steps=3), seed=0, validation=val)
+    assert all(0 <= rec["val_accuracy"] <= 1 for rec in r.records)
+    m2 = models.build_model("mlp", rest.input_shape, 3, seed=0, hidden=(16,))
+    r2 = fl.run_federated(m2, "fedavg", fl.client_datasets(rest, part), test, rounds=2, clients_per_round=2,
+                          local=LocalConfig(batch_size=16, steps=3), seed=0)
+    assert [a["accuracy"] for a in r.records] == [b["accuracy"] for b in r2.records]   # evaluating it changes nothing
