@@ -253,3 +253,17 @@ def test_batched_engine_refuses_what_it_cannot_batch(blobs):
         run_async(mlp(train), get_async_strategy("fedbuff", buffer_size=2), clients, None,
                   DelayModel.fixed([1.0] * 4), 2, local=LocalConfig(steps=2), max_versions=2, batched=True,
                   batch_clients=0)
+
+
+def test_a_validation_split_is_evaluated_beside_the_test_set_and_changes_nothing(blobs):
+    train, test = blobs
+    rest, val = train.split_validation(0.25, seed=0)
+    clients = fl.client_datasets(rest, iid(rest.y.numpy(), 6, seed=0))
+    run = lambda v: run_async(mlp(rest), get_async_strategy("fedbuff", buffer_size=3), clients, test,  # noqa: E731
+                              DelayModel("fedrevive", 6, seed=1), concurrency=3, local=LocalConfig(lr=0.1, steps=3),
+                              seed=2, max_versions=6, eval_every=2, validation=v)
+    a, b = run(val), run(None)
+    fa, fb = a.frame(), b.frame()
+    assert "val_accuracy" in fa and "val_accuracy" not in fb
+    assert fa.val_accuracy.between(0, 1).all() and fa.accuracy.tolist() == fb.accuracy.tolist()
+    assert torch.equal(a.x, b.x)

@@ -133,7 +133,7 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
               max_time: float | None = None, max_versions: int | None = None, eval_every: int = 10,
               eval_every_time: float | None = None, label: str | None = None, train: bool = True,
               device=None, batched: bool | None = None, batch_clients: int = 32,
-              server_step_time: dict | None = None) -> AsyncRun:
+              server_step_time: dict | None = None, validation=None) -> AsyncRun:
     """Simulate asynchronous FL until ``max_time`` (simulated) or ``max_versions`` server updates.
 
     ``eval_every`` versions (or every ``eval_every_time`` time units) the global model is
@@ -143,9 +143,12 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
     a GPU, off on a CPU where it is no faster; ``WORKBOOK_BATCHED=0/1`` overrides).
     ``server_step_time``: charge the server's work to the simulated clock (module docstring), e.g.
     ``{"synthesis": s1, "kd": s2}`` in time units per step (``lib.fedrevive.calibrate``); None: free (default).
+    ``validation``: a held-out split evaluated beside ``test`` (``val_accuracy``, ``val_loss``), for choosing
+    hyperparameters without the test set (``lib.sweep.select_on_validation``).
     """
     from ..fl import place
     fm, clients, test, device = place(model, clients, test, device)
+    validation = validation.to(device) if validation is not None else None
     local = local or LocalConfig()
     n = len(clients)
     if not 1 <= concurrency <= n:
@@ -215,10 +218,13 @@ def run_async(model, strategy: AsyncStrategy, clients: list[ArrayDataset], test:
         t0 = time.perf_counter()
         w = x if model is None else model
         acc, loss = evaluate(fm, w, test) if test is not None else (float("nan"), float("nan"))
+        val = {}
+        if validation is not None:
+            val["val_accuracy"], val["val_loss"] = evaluate(fm, w, validation)
         eval_s += time.perf_counter() - t0
         records.append({"method": name, "seed": seed, "version": version, "sim_time": t, "accuracy": acc,
                         "loss": loss, "bytes_up": bytes_up, "bytes_down": bytes_down,
-                        "wall_time": time.perf_counter() - wall0})
+                        "wall_time": time.perf_counter() - wall0, **val})
 
     def apply(t):
         nonlocal x, state, version, buffer, aggregate_s, server_free, server_busy, next_eval_time

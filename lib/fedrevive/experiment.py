@@ -7,14 +7,15 @@ from __future__ import annotations
 
 def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, num_clients: int, concurrency: int,
             local, local_steps: int, max_time: float, setting: str = "vision", device=None,
-            samples_per_client: int | None = None, server_step_time: dict | None = None) -> dict:
+            samples_per_client: int | None = None, server_step_time: dict | None = None, validation=None) -> dict:
     """Run ``method`` (an asynchronous strategy name, ``kw`` its hyperparameters) from ``model`` (a built,
     seeded module) on Dirichlet(0.5) mixtures of ``train`` over ``num_clients`` clients, ``concurrency``
     training at once, for ``max_time`` simulated time units; evaluate on ``test`` 32 times.
     ``samples_per_client`` (e.g. the paper's 350): each client gets that many, classes dealt again once
     they run out, as the authors' split (clients may share samples); None: the data split without reuse.
     ``server_step_time``: charge the server's work to the simulated clock (``run_async``; calibrated with
-    ``lib.fedrevive.calibrate``); None: the server is free (the default).
+    ``lib.fedrevive.calibrate``); None: the server is free (the default). ``validation``: a server-held split
+    evaluated beside ``test`` (``val_accuracy`` in the curve), on which hyperparameters are chosen.
 
     Returns picklable frames: the accuracy curve, the applied updates, wall-time split, and for FedRevive
     its DFKD time per update, KD and synthesis logs, and the newest pseudo-samples of the pool.
@@ -34,7 +35,7 @@ def run_job(method: str, label: str, seed: int, kw: dict, train, test, model, nu
     r = run_async(net, get_async_strategy(method, **kw), clients, test,
                   DelayModel("fedrevive", num_clients, seed=seed, ref_steps=local_steps), concurrency,
                   local=local, seed=seed, max_time=max_time, eval_every_time=max_time / 32, label=label,
-                  device=device, server_step_time=server_step_time)
+                  device=device, server_step_time=server_step_time, validation=validation)
     out = {"curve": r.frame().assign(setting=setting), "updates": r.update_frame().assign(setting=setting),
            "timing": {"setting": setting, "method": label, "seed": seed, **r.timing}}
     if isinstance(r.state, dict) and "server_log" in r.state:       # the server's charged work, per aggregation
