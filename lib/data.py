@@ -64,8 +64,13 @@ class ArrayDataset:
         return ArrayDataset(self.x.to(device), self.y.to(device), self.classes, self.name, dict(self.meta))
 
     def subset(self, index) -> "ArrayDataset":
+        """The examples at ``index``; per-example entries of ``meta`` (arrays as long as the dataset, e.g. a
+        text task's ``groups``) are indexed with them, the rest kept."""
         index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.y.device)
-        return ArrayDataset(self.x[index], self.y[index], self.classes, self.name, dict(self.meta))
+        ix, n = index.cpu().numpy(), len(self)
+        meta = {k: v[ix] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v
+                for k, v in self.meta.items()}
+        return ArrayDataset(self.x[index], self.y[index], self.classes, self.name, meta)
 
     def sample(self, n: int | None, seed: int) -> "ArrayDataset":
         """A seeded random subset of ``n`` examples (all of them when n is None)."""

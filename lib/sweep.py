@@ -114,7 +114,8 @@ def run_fl_config(config: dict, seed: int, setting: dict, model: str, rounds: in
     ``config``: ``method`` (a strategy name), ``arm`` (its label), ``lr`` (client learning rate), optional
     ``dataset`` (ignored here) and the strategy's hyperparameters (None/NaN entries are dropped: a tidy
     sweep table fills keys other configs use). ``setting``: ``clients``, ``test``, ``steps`` (local steps
-    per client) and ``train`` (for the input shape). Each client takes exactly its number of steps.
+    per client) and ``train`` (for the input shape); optional ``validation``, a held-out split evaluated
+    beside the test set (``val_accuracy``). Each client takes exactly its number of steps.
     Records gain ``adapt_<k>`` columns from ``state["history"]`` (what adaptive methods adapted per round).
     """
     from . import fl, models
@@ -130,7 +131,7 @@ def run_fl_config(config: dict, seed: int, setting: dict, model: str, rounds: in
     r = fl.run_federated(net, name, setting["clients"], setting["test"], rounds=rounds,
                          clients_per_round=clients_per_round, local=LocalConfig(lr=lr, batch_size=batch_size, steps=1),
                          steps_per_client=setting["steps"], seed=seed, label=arm, strategy_kwargs=kw,
-                         eval_every=1 if rounds <= 50 else 5, device=device)
+                         eval_every=1 if rounds <= 50 else 5, device=device, validation=setting.get("validation"))
     hist = r.state.get("history", [])
     return [{**rec, **{f"adapt_{k}": v for k, v in (hist[rec["round"] - 1].items() if 0 < rec["round"] <= len(hist) else [])}}
             for rec in r.records]
@@ -152,12 +153,20 @@ def select_on_validation(df, arm: str = "arm", label: str = "method", y: str = "
     if last < 1:
         raise ValueError(f"last must be >= 1, got {last}")
     order = list(dict.fromkeys(df[label]))
-    per_seed = (df.sort_values(order_by, kind="stable").groupby([arm, label, "seed"], sort=False)[y]
+    seeds = df.groupby([arm, label], sort=False).seed.agg(lambda v: tuple(sorted(set(v))))
+    for a, s in seeds.groupby(level=0, sort=False):
+        if s.nunique() > 1:
+            raise ValueError(f"select_on_validation: the configurations of {a!r} ran on different seeds "
+                             f"({dict(zip(s.index.get_level_values(1), s))}); compare them on the same seeds")
+    # the last `last` evaluations that have a value (a diverged run's NaNs count as its final value: NaN)
+    per_seed = (df.dropna(subset=[y]).sort_values(order_by, kind="stable").groupby([arm, label, "seed"], sort=False)[y]
                 .apply(lambda v: v.tail(last).mean()))
-    table = per_seed.groupby(level=[0, 1], sort=False).mean().rename(f"final_{y}").reset_index()
+    per_seed = per_seed.reindex(df.groupby([arm, label, "seed"], sort=False).size().index)
+    table = (per_seed.groupby(level=[0, 1], sort=False).mean().rename(f"final_{y}").reset_index())
     table["_order"] = table[label].map(order.index)
     table = table.sort_values([arm, "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
-    chosen = table.groupby(arm, sort=False)[f"final_{y}"].idxmax()          # the first of equal maxima
+    valid = table.dropna(subset=[f"final_{y}"])                               # a config with no value is never chosen
+    chosen = valid.groupby(arm, sort=False)[f"final_{y}"].idxmax()          # the first of equal maxima
     table["selected"] = table.index.isin(chosen.to_numpy())
     return pd.DataFrame(table)
 

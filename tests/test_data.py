@@ -1,6 +1,7 @@
 """Loaders: offline-first, verified, and one clear error for each failure."""
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,15 @@ def test_corpus_loader_names_the_missing_file_and_checks_the_copy(offline):
         data.load_corpus("tinyshakespeare")
     with pytest.raises(ValueError, match="known: multiemo, tinyshakespeare"):
         data.load_corpus("openwebtext")
+
+
+def test_a_subset_keeps_per_example_metadata_aligned_and_a_validation_split_keeps_groups():
+    from lib.data import ArrayDataset
+    y = torch.arange(40) % 4
+    groups = np.array(["a", "b"] * 20)
+    d = ArrayDataset(torch.arange(40.0)[:, None], y, ["0", "1", "2", "3"], "t", {"groups": groups, "source": "x"})
+    sub = d.subset([3, 4, 7])
+    assert sub.meta["groups"].tolist() == ["b", "a", "b"] and sub.meta["source"] == "x"
+    rest, val = d.split_validation(0.25, seed=0)
+    for part in (rest, val):      # each example keeps its own group
+        assert [groups[int(v)] for v in part.x[:, 0]] == part.meta["groups"].tolist()

@@ -438,3 +438,15 @@ def test_a_validation_split_is_stratified_disjoint_and_evaluated_beside_the_test
     r2 = fl.run_federated(m2, "fedavg", fl.client_datasets(rest, part), test, rounds=2, clients_per_round=2,
                           local=LocalConfig(batch_size=16, steps=3), seed=0)
     assert [a["accuracy"] for a in r.records] == [b["accuracy"] for b in r2.records]   # evaluating it changes nothing
+
+
+def test_select_on_validation_refuses_unequal_seeds_and_never_chooses_a_config_without_a_value():
+    import pandas as pd
+    from lib.sweep import select_on_validation
+    rows = [{"arm": "a", "method": m, "seed": s, "round": r, "val_accuracy": v}
+            for m, v in [("x", 0.5), ("y", float("nan"))] for s in (0, 1) for r in (1, 2)]
+    t = select_on_validation(pd.DataFrame(rows), last=1)
+    assert t[t.selected].method.tolist() == ["x"] and pd.isna(t.set_index("method").final_val_accuracy["y"])
+    rows += [{"arm": "a", "method": "z", "seed": 0, "round": 1, "val_accuracy": 0.9}]          # z ran on seed 0 only
+    with pytest.raises(ValueError, match="different seeds"):
+        select_on_validation(pd.DataFrame(rows))

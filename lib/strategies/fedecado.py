@@ -33,7 +33,9 @@ inputs and lets the tolerance act on the *server's* integration; two switches se
   gradients per round: the secant across the whole displacement, what the linearised model assumes);
 * ``server="window"`` — the server node  C dy/dtau = sum_i p_i (u_i - g_i y)  (y = x_c - x_c(round
   start)) integrated by Backward Euler over [0, max_i T_i] in sub-steps whose LTE is held to gamma
-  (``lib.dynamics.backward_euler_window``); the sub-step carries over between rounds.
+  (``lib.dynamics.backward_euler_window``); the sub-step carries over between rounds. Each client's flow
+  u_i is held over the whole window, also past its own T_i (our reading): for small g_i T_i the step is
+  about max_i T_i * sum_i p_i D_i / T_i, FedNova's normalisation with the longest window, not the mean one.
 """
 from __future__ import annotations
 
@@ -127,6 +129,8 @@ class FedECADO(Strategy):
         curvature across its displacement on the last batch."""
         gen, grad = torch.Generator().manual_seed(seed), self.oracle(fm, data, buffers)
         steps = hooks.num_steps or local.num_steps(len(data))
+        if steps < 1:
+            raise ValueError(f"a FedECADO client needs at least one local step, got {steps}")
         x, total = x_c.detach().clone(), 0.0
         for idx in batches(len(data), local.batch_size, steps, gen):
             loss, g = grad(x, idx)
