@@ -83,6 +83,15 @@ or seeds, {BOOTSTRAP} resamples). A growth law `log T` is tested as exponent 0 o
   ±{EXPONENT_RESOLUTION} wide, **inconclusive** if it contains `a` but is wider, **not reproduced** if it
   excludes `a`.
 
+*Order changes* ("the ranking of A, B, C changes between setting 1 and setting 2"): for every pair of
+arms, the paired difference at each setting, oriented so that > 0 means the pair swaps (the order of
+their means at setting 1, reversed at setting 2); the pair's reversal is the smaller of the two, with
+the interval [min of the lows, min of the highs] of two t intervals whose level {LEVEL:.0%} is
+Bonferroni-divided over the pairs. The superiority rule above applies to the pair whose reversal
+interval lies highest, with δ of the claim's unit: **reproduced** if some pair swaps by an interval above
+zero that reaches δ; **not reproduced** if for every pair the interval lies below δ (no swap as large as
+δ); **inconclusive** otherwise.
+
 *Premise not met*: a precondition the claim rests on, measured in the notebook, fails (the row says
 which and its value; a premise measured as a comparison holds when its interval lies above zero).
 *Not measurable here*: fewer than {MIN_SEEDS} seeds or instances, or a setting we cannot run (the
@@ -332,6 +341,71 @@ def compare_times(ours, base, horizon: float, *, paired: bool = True, magnitude:
                    f"({ev.interval} on log ratios, n={ev.n}; {which}); ours {np.mean(a):.2f} vs {np.mean(b):.2f}"
                    + (f"; censored at {horizon:g}: ours {ca}, comparison {cb}" if ca or cb else ""))
     return ev
+
+
+def order_change(at_1: dict, at_2: dict, *, unit: str = "accuracy", magnitude: float | None = None,
+                 settings: tuple[str, str] = ("setting 1", "setting 2"), premise=None, fmt: str = "+.3f") -> Evidence:
+    """Does the ranking of arms change between two settings? ``at_1``/``at_2``: {arm: per-seed values},
+    the same arms and seeds at both settings (paired by seed); ``settings`` names them in the text. See "Order changes" in :data:`RULE`: every
+    pair's reversal (oriented by its order at setting 1) gets an interval, Bonferroni-divided over the
+    pairs; the superiority rule with δ of ``unit`` decides on the pair whose interval lies highest."""
+    import itertools
+    from scipy import stats
+    arms = list(at_1)
+    if sorted(arms) != sorted(at_2) or len(arms) < 2:
+        raise ValueError(f"order_change needs the same two or more arms at both settings, got {sorted(at_1)} "
+                         f"and {sorted(at_2)}")
+    a1 = {k: _as_array(v, f"{k} at setting 1") for k, v in at_1.items()}
+    a2 = {k: _as_array(v, f"{k} at setting 2") for k, v in at_2.items()}
+    sizes = {v.size for v in [*a1.values(), *a2.values()]}
+    if len(sizes) != 1:
+        raise ValueError(f"order_change pairs by seed: every arm needs the same number of values, got {sorted(sizes)}")
+    n = sizes.pop()
+    pairs = list(itertools.combinations(arms, 2))
+    spec = dict(unit=unit, magnitude=magnitude, fmt=fmt, arms=arms, settings=list(settings))
+    values = {settings[0]: {k: v.tolist() for k, v in a1.items()}, settings[1]: {k: v.tolist() for k, v in a2.items()}}
+    if n < MIN_SEEDS:
+        ev = Evidence("order", "not measurable here", math.nan, math.nan, math.nan, n, "", f"{n} seed(s)",
+                      test="superiority", unit=unit, spec=spec, curves=values,
+                      reason=f"only {n} seed(s); the rule needs {MIN_SEEDS}")
+        return _apply_premises(ev, premise)
+    level = 1 - (1 - LEVEL) / len(pairs)
+    q = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    delta = sesoi_for(unit, magnitude, float(np.mean([v.mean() for v in a1.values()])))
+    rows = []
+    for i, j in pairs:
+        d1, d2 = a1[i] - a1[j], a2[i] - a2[j]
+        sign = 1.0 if d1.mean() >= 0 else -1.0            # the order at setting 1
+        parts = []
+        for d in (sign * d1, -sign * d2):                  # > 0: ordered at 1, reversed at 2
+            se = float(d.std(ddof=1) / math.sqrt(n))
+            parts.append((float(d.mean()), float(d.mean()) - q * se, float(d.mean()) + q * se, se,
+                          float(d.std(ddof=1))))
+        k = int(np.argmin([p[1] for p in parts]))          # the limiting side
+        est, low, high = min(p[0] for p in parts), min(p[1] for p in parts), min(p[2] for p in parts)
+        first, second = (i, j) if sign > 0 else (j, i)
+        rows.append(dict(pair=f"{first} > {second} at {settings[0]}, reversed at {settings[1]}", est=est, low=low, high=high,
+                         se=parts[k][3], sd=parts[k][4]))
+    best = max(rows, key=lambda r: r["low"])
+    if best["low"] > 0:                                    # some pair swaps: the superiority rule on it
+        verdict = verdict_superiority(best["low"], best["high"], delta)
+    else:                                                  # no pair shown to swap: evidence against only if
+        verdict = ("not reproduced" if all(r["high"] < delta for r in rows)   # no pair can swap by δ
+                   else "inconclusive")
+    need, reason = None, ""
+    if verdict == "inconclusive":
+        need = seeds_to_resolve(best["est"], best["sd"], max(abs(best["est"]), abs(delta - best["est"])))
+        open_pairs = [r["pair"].split(f" at {settings[0]},")[0] for r in rows if r["high"] >= delta]
+        reason = (f"pairs not yet resolved: {'; '.join(open_pairs)}"
+                  + (f"; about {need} seeds would resolve the closest at the observed spread" if need else ""))
+    ftxt = lambda x: f"{x:{fmt}}"  # noqa: E731
+    text = (f"{ftxt(best['est'])} [{ftxt(best['low'])}, {ftxt(best['high'])}] ({best['pair']}; "
+            f"paired t, {level:.1%} per pair over {len(pairs)} pairs, n={n}; δ {ftxt(delta)})")
+    values["pairs"] = rows
+    ev = Evidence("order", verdict, best["est"], best["low"], best["high"], n, "paired t, Bonferroni over pairs",
+                  text, magnitude=magnitude, reason=reason, test="superiority", sesoi=float(delta), unit=unit,
+                  se=best["se"], seeds_needed=need, curves=values, spec=spec)
+    return _apply_premises(ev, premise)
 
 
 def rederive(stored: dict, **spec) -> Evidence:

@@ -115,8 +115,10 @@ def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float,
     """Group the M task vectors block by block until the merged model has ``target_size`` x one model's
     parameters (counted over the blocks; between 1 and M). ``order``: "greedy" (FlexMerge: the most similar
     pair over all blocks first), "left-right" / "right-left" (blocks in a fixed order, each merged to one
-    group before the next; within a block the most similar pair first) or "random" (a random block each
-    step). Returns, per block, its groups (lists of task indices)."""
+    group before the next; within a block the most similar pair first) or "random" (the authors'
+    ``random_block_merge``: each step a random block among those not yet merged to one group, then a random
+    pair of its groups, similarity unused; ``np.random.default_rng(seed)``). Returns, per block, its groups
+    (lists of task indices)."""
     M = taus.shape[0]
     if linkage not in ("single", "average"):
         raise ValueError(f"linkage must be 'single' or 'average', got {linkage!r}")
@@ -130,7 +132,7 @@ def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float,
         raise ValueError(f"the blocks cover {total} parameters, the task vectors {taus.shape[1]}")
     blocks = [BlockGroups(taus[:, sl]) for sl in block_slices]
     size = lambda: sum(len(b.groups) * s for b, s in zip(blocks, sizes)) / total  # noqa: E731
-    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     fixed = list(range(len(blocks))) if order == "left-right" else list(reversed(range(len(blocks))))
     best = [b.best_pair(linkage) for b in blocks]                 # cached per block: only a merged block changes
     while size() > target_size + 1e-12:
@@ -139,8 +141,11 @@ def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float,
             break
         if order == "greedy":
             k = max(open_blocks, key=lambda k: best[k][0])
-        elif order == "random":
-            k = open_blocks[int(torch.randint(len(open_blocks), (1,), generator=g))]
+        elif order == "random":                              # a random block, then a random pair in it
+            k = open_blocks[int(rng.integers(len(open_blocks)))]
+            i, j = sorted(int(x) for x in rng.choice(len(blocks[k].groups), size=2, replace=False))
+            blocks[k].merge(i, j)
+            continue
         else:
             k = next(k for k in fixed if len(blocks[k].groups) > 1)
         _, i, j = best[k]
@@ -150,18 +155,22 @@ def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float,
 
 
 def merged_model(theta0: torch.Tensor, taus: torch.Tensor, block_slices: list[slice], groups, task: int,
-                 operator: str = "task_arith", keep_singletons: bool = False, **op_kwargs) -> torch.Tensor:
+                 operator: str = "task_arith", keep_singletons: bool = False, originals: torch.Tensor | None = None,
+                 **op_kwargs) -> torch.Tensor:
     """The flat parameters task ``task`` uses: in every block, theta_0 plus its group's merged vector.
 
     ``keep_singletons``: a group of one keeps its task vector unchanged (FlexMerge's code merges only
-    when two groups join; an operator's lambda never touches an unmerged block)."""
+    when two groups join; an operator's lambda never touches an unmerged block). ``originals``: the task
+    vectors before any pre-processing (TIES' global trimming, DARE's drop): an unmerged block keeps its
+    fine-tuned weights, ``theta_0 + originals[m]``, as the authors' code does ("we retain the unsparsified
+    version": a task's block is overwritten only when its group merges); ``taus`` are what merges."""
     if operator not in OPERATORS:
         raise ValueError(f"unknown merging operator {operator!r}; known: {', '.join(OPERATORS)}")
     out = theta0.clone()
     for sl, block_groups in zip(block_slices, groups):
         grp = next(gr for gr in block_groups if task in gr)
         if keep_singletons and len(grp) == 1:
-            out[sl] = theta0[sl] + taus[grp[0], sl]
+            out[sl] = theta0[sl] + (taus if originals is None else originals)[grp[0], sl]
         else:
             out[sl] = theta0[sl] + OPERATORS[operator](taus[:, sl][grp], **op_kwargs)
     return out
@@ -216,8 +225,11 @@ def param_blocks(module, units: list[str], split: dict[str, int] | None = None) 
 
 
 def size_curve(theta0: torch.Tensor, taus: torch.Tensor, block_slices: list[slice], sizes, evaluate_task,
-               runs: list[dict], seed: int = 0):
+               runs: list[dict], seed: int = 0, originals: torch.Tensor | None = None):
     """Per-task accuracy of merged models across model sizes: one row per (run, size, task).
+
+    ``taus`` select and merge (for TIES and DARE: the pre-processed vectors, as the authors' greedy merge
+    uses them for both); ``originals`` (the unprocessed task vectors) are what an unmerged block keeps.
 
     ``runs``: dicts with ``order`` ("greedy", "left-right", "right-left", "random" or "whole-model"),
     ``operator`` and optional ``linkage`` and operator keywords (``lam``, ``reduce``, ``k``); every run keeps
@@ -236,7 +248,8 @@ def size_curve(theta0: torch.Tensor, taus: torch.Tensor, block_slices: list[slic
             groups = flexmerge(taus, block_slices, size, linkage=linkage, order=run["order"], seed=seed)
         actual = size_of(groups, block_slices)
         for m in range(M):
-            w = merged_model(theta0, taus, block_slices, groups, m, run["operator"], keep_singletons=True, **kw)
+            w = merged_model(theta0, taus, block_slices, groups, m, run["operator"], keep_singletons=True,
+                             originals=originals, **kw)
             rows.append({"label": run.get("label", f"{run['order']} / {run['operator']}"), "order": run["order"],
                          "operator": run["operator"], "linkage": linkage, "target_size": float(size),
                          "size": actual, "task": m, "accuracy": evaluate_task(m, w)})
@@ -257,3 +270,16 @@ def unmerged_longest(block_names: list[str], taus: torch.Tensor, block_slices: l
         best[k] = blocks[k].best_pair(linkage)
         step += 1
     return first
+
+
+def informative_tasks(individual, chance, margin: float) -> list[bool]:
+    """Which tasks enter a normalized-accuracy mean: those whose individually fine-tuned accuracy is above
+    chance (the majority class's share of the test set) by at least ``margin``, decided from the fine-tuned
+    models alone, before any merging. A task at chance has normalized accuracy noise / noise, near or above 1
+    whatever merging does to it."""
+    individual, chance = np.asarray(individual, float), np.asarray(chance, float)
+    if individual.shape != chance.shape:
+        raise ValueError(f"one individual accuracy per chance level, got {individual.shape} and {chance.shape}")
+    if not 0 <= margin < 1:
+        raise ValueError(f"margin is a share of accuracy in [0, 1), got {margin}")
+    return [bool(v) for v in individual - chance >= margin]

@@ -187,3 +187,46 @@ def test_bad_input_is_named():
 def test_rows_without_a_verdict_have_no_boundaries():
     e = ev.compare([0.8, 0.9], [0.7, 0.8], noninferiority=True)       # two seeds: not measurable
     assert e.verdict == "not measurable here" and e.boundaries() == [] and e.distance_se() is None
+
+
+def test_order_change_reproduced_when_a_pair_swaps_clearly():
+    # A above B by 0.10 at setting 1, B above A by 0.10 at setting 2, small noise; C far below both
+    rng = np.random.default_rng(0)
+    e = rng.normal(0, 0.002, (4, 5))
+    at1 = {"A": 0.80 + e[0], "B": 0.70 + e[1], "C": 0.30 + e[2]}
+    at2 = {"A": 0.70 + e[3], "B": 0.80 + e[1], "C": 0.30 + e[2]}
+    e_ = ev.order_change(at1, at2)
+    assert e_.verdict == "reproduced" and e_.kind == "order"
+    assert "A > B at setting 1, reversed at setting 2" in e_.text
+    assert abs(e_.estimate - 0.10) < 0.01 and e_.low > 0
+
+
+def test_order_change_not_reproduced_when_every_pair_keeps_its_order():
+    rng = np.random.default_rng(1)
+    e = rng.normal(0, 0.002, (6, 5))
+    at1 = {"A": 0.80 + e[0], "B": 0.70 + e[1], "C": 0.60 + e[2]}
+    at2 = {"A": 0.85 + e[3], "B": 0.75 + e[4], "C": 0.65 + e[5]}
+    e_ = ev.order_change(at1, at2)
+    assert e_.verdict == "not reproduced" and e_.high < e_.sesoi
+
+
+def test_order_change_inconclusive_with_noise_and_a_tie_swapping_by_noise_does_not_count():
+    rng = np.random.default_rng(2)
+    at1 = {"A": 0.80 + rng.normal(0, 0.05, 3), "B": 0.80 + rng.normal(0, 0.05, 3)}
+    at2 = {"A": 0.80 + rng.normal(0, 0.05, 3), "B": 0.80 + rng.normal(0, 0.05, 3)}
+    e_ = ev.order_change(at1, at2)
+    assert e_.verdict == "inconclusive" and e_.low <= 0 < e_.sesoi <= e_.high
+    # the same means with the Bonferroni level: three pairs widen each interval beyond one pair's
+    one = ev.order_change({"A": [0.8, 0.82, 0.79], "B": [0.7, 0.71, 0.69]},
+                                {"A": [0.7, 0.69, 0.71], "B": [0.8, 0.81, 0.79]})
+    three = ev.order_change({"A": [0.8, 0.82, 0.79], "B": [0.7, 0.71, 0.69], "C": [0.1, 0.1, 0.1]},
+                                  {"A": [0.7, 0.69, 0.71], "B": [0.8, 0.81, 0.79], "C": [0.1, 0.1, 0.1]})
+    assert three.low < one.low and abs(three.estimate - one.estimate) < 1e-12
+
+
+def test_order_change_needs_the_same_arms_and_seeds():
+    with pytest.raises(ValueError, match="same two or more arms"):
+        ev.order_change({"A": [1, 2, 3], "B": [1, 2, 3]}, {"A": [1, 2, 3]})
+    with pytest.raises(ValueError, match="pairs by seed"):
+        ev.order_change({"A": [1, 2, 3], "B": [1, 2]}, {"A": [1, 2, 3], "B": [1, 2, 3]})
+    assert ev.order_change({"A": [1, 2], "B": [1, 2]}, {"A": [1, 2], "B": [2, 1]}).verdict == "not measurable here"

@@ -1,4 +1,7 @@
 """Merging operators and FlexMerge's greedy grouping, against references written from the papers."""
+import collections
+
+import numpy as np
 import pytest
 import torch
 
@@ -202,3 +205,99 @@ def test_vision_tasks_backbone_and_mbconv_units():
     other = FlatModel(vision.lite0_for_task(4, "fashion_mnist", size=32, seed=1)).flat()
     assert torch.equal(fm.flat()[:slices[-1].stop], other[:slices[-1].stop])
     assert not torch.equal(fm.flat()[slices[-1].stop:], other[slices[-1].stop:])
+
+
+# --- a port of the authors' greedy_block_merge and random_block_merge (sacs-epfl/flexmerge @ cbf987a,
+# main_merge.py and Utils/merging_datastructure.py), written from their code for these tests ---------------
+def _authors_greedy_ties(theta0, taus_orig, taus_sparse, blocks, lam, steps):
+    """Their greedy loop with constituent single linkage on the sparsified vectors, TIES (trim=False) times
+    lam, union by rank, and client models that start as the fine-tuned ones: a block is overwritten only
+    for the members of a group that just merged. Returns the clients' flat weights after each step."""
+    n = taus_orig.shape[0]
+    parent = {b: list(range(n)) for b in range(len(blocks))}
+    rank = {b: [1] * n for b in range(len(blocks))}
+
+    def find(b, x):
+        while parent[b][x] != x:
+            x = parent[b][x]
+        return x
+
+    def cos(a, c):
+        return float(torch.dot(a, c) / (a.norm() * c.norm() + 1e-8))
+
+    def disjoint_mean(v):                                          # TIES' elect + disjoint mean, no trim
+        sign = torch.sign(v.sum(0))
+        agree = (torch.sign(v) == sign) & (v != 0)
+        return (v * agree).sum(0) / agree.sum(0).clamp_min(1)
+
+    clients = [theta0 + taus_orig[i] for i in range(n)]           # the fine-tuned models
+    out = []
+    for _ in range(steps):
+        best = None
+        for b, sl in enumerate(blocks):
+            roots = sorted({find(b, i) for i in range(n)})
+            for x in range(len(roots)):
+                for y in range(x + 1, len(roots)):
+                    A = [i for i in range(n) if find(b, i) == roots[x]]
+                    B = [i for i in range(n) if find(b, i) == roots[y]]
+                    s = min(cos(taus_sparse[i, sl], taus_sparse[j, sl]) for i in A for j in B)
+                    if best is None or s > best[0]:
+                        best = (s, b, roots[x], roots[y])
+        _, b, rx, ry = best
+        members = [i for i in range(n) if find(b, i) in (rx, ry)]
+        merged = lam * disjoint_mean(taus_sparse[members][:, blocks[b]])
+        if rank[b][rx] >= rank[b][ry]:
+            parent[b][ry] = rx
+            rank[b][rx] += rank[b][rx] == rank[b][ry]
+        else:
+            parent[b][rx] = ry
+        for i in members:
+            clients[i] = clients[i].clone()
+            clients[i][blocks[b]] = theta0[blocks[b]] + merged
+        out.append([c.clone() for c in clients])
+    return out
+
+
+def test_unmerged_blocks_keep_the_fine_tuned_weights_as_in_the_authors_code():
+    g = torch.Generator().manual_seed(5)
+    M, blocks = 4, [slice(0, 6), slice(6, 14), slice(14, 20)]
+    theta0, taus = torch.randn(20, generator=g), torch.randn(M, 20, generator=g)
+    sparse = merging.trim(taus, 0.3)                               # global trimming, once
+    steps = 6
+    theirs = _authors_greedy_ties(theta0, taus, sparse, blocks, 1.5, steps)
+    size = float(M)
+    for t in range(steps):
+        groups = flexmerge(sparse, blocks, size - 1e-9)            # our greedy: one merge more than before
+        size = merging.size_of(groups, blocks)
+        for m in range(M):
+            ours = merged_model(theta0, sparse, blocks, groups, m, "ties", keep_singletons=True, originals=taus,
+                                k=None, lam=1.5)
+            assert torch.allclose(ours, theirs[t][m], atol=1e-6), (t, m)
+    # the rule matters: without the originals an unmerged block would hold the trimmed vector
+    first = flexmerge(sparse, blocks, (3 * 6 + 4 * 8 + 4 * 6) / 20 + 1e-9)
+    singleton_task = next(m for m in range(M) if any(len(g) == 1 and g[0] == m for g in first[0]))
+    trimmed = merged_model(theta0, sparse, blocks, first, singleton_task, "ties", keep_singletons=True, k=None)
+    kept = merged_model(theta0, sparse, blocks, first, singleton_task, "ties", keep_singletons=True,
+                        originals=taus, k=None)
+    assert not torch.allclose(trimmed, kept) and torch.allclose(kept[6:14], theta0[6:14] + taus[singleton_task, 6:14])
+
+
+def test_random_order_picks_a_random_pair_not_the_most_similar_as_the_authors_do():
+    # one block where tasks 0 and 1 are nearly identical and every other pair orthogonal
+    e = torch.eye(8)
+    taus = torch.stack([e[0], e[0] + 0.01 * e[1], e[2], e[3]])
+    blocks = [slice(0, 8)]
+    first = collections.Counter()
+    for seed in range(600):
+        groups = flexmerge(taus, blocks, 3.0, order="random", seed=seed)[0]
+        first[tuple(next(g for g in groups if len(g) == 2))] += 1
+    assert set(first) == {(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)}
+    assert max(first.values()) / 600 < 0.25 and min(first.values()) / 600 > 0.10   # uniform over 6 pairs
+    assert flexmerge(taus, blocks, 3.0, order="greedy")[0] == [[0, 1], [2], [3]]  # greedy takes the similar pair
+    # the authors' draw: a random block among those with more than one group, then rng.choice of two groups
+    rng = np.random.default_rng(0)
+    blocks2 = [slice(0, 4), slice(4, 8)]
+    hits = collections.Counter(int(rng.choice([0, 1])) for _ in range(600))
+    ours = collections.Counter(next(k for k, b in enumerate(flexmerge(taus, blocks2, 3.5, order="random", seed=s))
+                                    if len(b) < 4) for s in range(600))
+    assert abs(ours[0] / 600 - hits[0] / 600) < 0.1 and 0.4 < ours[0] / 600 < 0.6
