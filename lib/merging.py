@@ -97,7 +97,18 @@ class BlockGroups:
 
     def similarity(self, i: int, j: int, linkage: str) -> float:
         pairs = [_cos(self.taus[a], self.taus[b]) for a in self.groups[i] for b in self.groups[j]]
+        if linkage == "complete":                        # the most similar constituents (sklearn's "single"
+            return max(pairs)                            # on cosine distances)
         return min(pairs) if linkage == "single" else sum(pairs) / len(pairs)
+
+    def best_pair_by_vectors(self, group_vector):
+        """The pair whose merged group vectors are most cosine-similar (a group of one: its task vector), as the
+        authors' ``structured_block_merge`` chooses within a block."""
+        if len(self.groups) < 2:
+            return None
+        vec = [self.taus[g[0]] if len(g) == 1 else group_vector(self.taus[g]) for g in self.groups]
+        return max(((_cos(vec[i], vec[j]), i, j) for i, j in itertools.combinations(range(len(self.groups)), 2)),
+                   key=lambda t: t[0])
 
     def best_pair(self, linkage: str):
         if len(self.groups) < 2:
@@ -111,17 +122,19 @@ class BlockGroups:
 
 
 def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float, linkage: str = "single",
-              order: str = "greedy", seed: int = 0) -> list[list[list[int]]]:
+              order: str = "greedy", seed: int = 0, group_vector=None) -> list[list[list[int]]]:
     """Group the M task vectors block by block until the merged model has ``target_size`` x one model's
     parameters (counted over the blocks; between 1 and M). ``order``: "greedy" (FlexMerge: the most similar
     pair over all blocks first), "left-right" / "right-left" (blocks in a fixed order, each merged to one
-    group before the next; within a block the most similar pair first) or "random" (the authors'
+    group before the next; within a block the pair whose merged vectors ``group_vector(taus[group])`` are most
+    cosine-similar, as the authors' ``structured_block_merge``; without ``group_vector``, by ``linkage``)
+    or "random" (the authors'
     ``random_block_merge``: each step a random block among those not yet merged to one group, then a random
     pair of its groups, similarity unused; ``np.random.default_rng(seed)``). Returns, per block, its groups
     (lists of task indices)."""
     M = taus.shape[0]
-    if linkage not in ("single", "average"):
-        raise ValueError(f"linkage must be 'single' or 'average', got {linkage!r}")
+    if linkage not in ("single", "average", "complete"):
+        raise ValueError(f"linkage must be 'single', 'average' or 'complete', got {linkage!r}")
     if order not in ("greedy", "left-right", "right-left", "random"):
         raise ValueError(f"unknown order {order!r}")
     if not 1 <= target_size <= M:
@@ -134,7 +147,9 @@ def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float,
     size = lambda: sum(len(b.groups) * s for b, s in zip(blocks, sizes)) / total  # noqa: E731
     rng = np.random.default_rng(seed)
     fixed = list(range(len(blocks))) if order == "left-right" else list(reversed(range(len(blocks))))
-    best = [b.best_pair(linkage) for b in blocks]                 # cached per block: only a merged block changes
+    structured = order in ("left-right", "right-left") and group_vector is not None
+    pair = (lambda b: b.best_pair_by_vectors(group_vector)) if structured else (lambda b: b.best_pair(linkage))  # noqa: E731
+    best = [pair(b) for b in blocks] if order != "random" else [None] * len(blocks)   # cached: only a merged block changes
     while size() > target_size + 1e-12:
         open_blocks = [k for k, b in enumerate(blocks) if len(b.groups) > 1]
         if not open_blocks:
@@ -150,7 +165,7 @@ def flexmerge(taus: torch.Tensor, block_slices: list[slice], target_size: float,
             k = next(k for k in fixed if len(blocks[k].groups) > 1)
         _, i, j = best[k]
         blocks[k].merge(i, j)
-        best[k] = blocks[k].best_pair(linkage)
+        best[k] = pair(blocks[k])
     return [b.groups for b in blocks]
 
 
@@ -177,9 +192,15 @@ def merged_model(theta0: torch.Tensor, taus: torch.Tensor, block_slices: list[sl
 
 
 def whole_model_groups(taus: torch.Tensor, block_slices: list[slice], n_models: int, linkage: str = "single"):
-    """The whole-model clustering baseline: the M task vectors grouped into ``n_models`` clusters by the same
-    greedy agglomeration on whole vectors, one grouping shared by every block (size n_models x)."""
-    groups = flexmerge(taus, [slice(0, taus.shape[1])], n_models, linkage=linkage)[0]
+    """The whole-model clustering baseline: the M task vectors grouped into ``n_models`` clusters by
+    agglomerative clustering of the whole vectors, one grouping shared by every block (size n_models x). As the
+    authors' ``cluster_merge`` (sklearn's AgglomerativeClustering on cosine distances with their linkage flag):
+    ``linkage="single"`` is sklearn's single linkage, the *closest* constituents (the most similar pair),
+    the opposite of greedy FlexMerge's "single"; "average" is the mean either way."""
+    sim = {"single": "complete", "average": "average"}.get(linkage)
+    if sim is None:
+        raise ValueError(f"linkage must be 'single' or 'average', got {linkage!r}")
+    groups = flexmerge(taus, [slice(0, taus.shape[1])], n_models, linkage=sim)[0]
     return [[list(g) for g in groups] for _ in block_slices]
 
 
@@ -245,7 +266,9 @@ def size_curve(theta0: torch.Tensor, taus: torch.Tensor, block_slices: list[slic
         if run["order"] == "whole-model":
             groups = whole_model_groups(taus, block_slices, int(size), linkage)
         else:
-            groups = flexmerge(taus, block_slices, size, linkage=linkage, order=run["order"], seed=seed)
+            op = OPERATORS[run["operator"]]
+            groups = flexmerge(taus, block_slices, size, linkage=linkage, order=run["order"], seed=seed,
+                               group_vector=lambda v, op=op, kw=kw: op(v, **kw))
         actual = size_of(groups, block_slices)
         for m in range(M):
             w = merged_model(theta0, taus, block_slices, groups, m, run["operator"], keep_singletons=True,

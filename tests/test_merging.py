@@ -301,3 +301,95 @@ def test_random_order_picks_a_random_pair_not_the_most_similar_as_the_authors_do
     ours = collections.Counter(next(k for k, b in enumerate(flexmerge(taus, blocks2, 3.5, order="random", seed=s))
                                     if len(b) < 4) for s in range(600))
     assert abs(ours[0] / 600 - hits[0] / 600) < 0.1 and 0.4 < ours[0] / 600 < 0.6
+
+
+def _authors_structured_ta(taus, blocks, lam, steps, backward=False):
+    """Their structured_block_merge with Task Arithmetic: blocks in a fixed order; within a block the pair of
+    groups whose group task vectors (a singleton: its task vector; a merged group: lam * mean of its members)
+    have the highest cosine (strict >, pairs in root order), union by rank. Returns each block's partition
+    after every step, as sorted lists."""
+    n = taus.shape[0]
+    order = list(reversed(range(len(blocks)))) if backward else list(range(len(blocks)))
+    parent = {b: list(range(n)) for b in order}
+    rank = {b: [1] * n for b in order}
+    vec = {b: {i: taus[i, blocks[b]] for i in range(n)} for b in order}
+
+    def find(b, x):
+        while parent[b][x] != x:
+            x = parent[b][x]
+        return x
+
+    out, cur = [], 0
+    for _ in range(steps):
+        b = order[cur]
+        roots = sorted({find(b, i) for i in range(n)})
+        best = (-1.1, None, None)
+        for x in range(len(roots)):
+            for y in range(x + 1, len(roots)):
+                A, B = vec[b][roots[x]], vec[b][roots[y]]
+                c = float(torch.dot(A, B) / (A.norm() * B.norm() + 1e-8))
+                if c > best[0]:
+                    best = (c, roots[x], roots[y])
+        _, rx, ry = best
+        members = [i for i in range(n) if find(b, i) in (rx, ry)]
+        merged = lam * taus[members][:, blocks[b]].mean(0)
+        root = rx if rank[b][rx] >= rank[b][ry] else ry
+        other = ry if root == rx else rx
+        if rank[b][rx] == rank[b][ry]:
+            rank[b][root] += 1
+        parent[b][other] = root
+        vec[b][root] = merged
+        if len({find(b, i) for i in range(n)}) == 1:
+            cur += 1
+        parts = []
+        for bb in range(len(blocks)):
+            groups = {}
+            for i in range(n):
+                groups.setdefault(find(bb, i), []).append(i)
+            parts.append(sorted(sorted(g) for g in groups.values()))
+        out.append(parts)
+    return out
+
+
+def test_fixed_orders_choose_pairs_by_the_merged_group_vectors_as_the_authors_do():
+    g = torch.Generator().manual_seed(11)
+    M, blocks = 5, [slice(0, 7), slice(7, 12)]
+    taus = torch.randn(M, 12, generator=g)
+    taus[1] += 2 * taus[0]                                         # some structure, so pairs differ by order
+    ta = lambda v: merging.task_arithmetic(v, 1.5, reduce="mean")  # noqa: E731
+    for backward in (False, True):
+        theirs = _authors_structured_ta(taus, blocks, 1.5, 2 * (M - 1), backward=backward)
+        size = float(M)
+        for t in range(2 * (M - 1)):
+            ours = flexmerge(taus, blocks, size - 1e-9, order="right-left" if backward else "left-right",
+                             group_vector=ta)
+            size = merging.size_of(ours, blocks)
+            assert [sorted(sorted(x) for x in b) for b in ours] == theirs[t], (backward, t)
+    # the rule differs from constituent linkage on these vectors (so the test can tell them apart)
+    def steps(**kw):
+        out, size = [], float(M)
+        for _ in range(2 * (M - 1)):
+            out.append(flexmerge(taus, blocks, size - 1e-9, order="left-right", **kw))
+            size = merging.size_of(out[-1], blocks)
+        return out
+    assert steps() != steps(group_vector=ta)
+
+
+def test_whole_model_clustering_is_sklearn_style_single_linkage_on_cosine_distances():
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+    g = torch.Generator().manual_seed(9)
+    base, d = torch.randn(30, generator=g), torch.randn(6, 30, generator=g)
+    taus = torch.stack([base + 0.6 * i * d[0] + 0.3 * d[i] for i in range(6)])   # a chain along one direction
+    blocks = [slice(0, 30)]
+    # on a chain the two linkages disagree: greedy FlexMerge's "single" (least similar pair) is not sklearn's
+    assert any(sorted(map(sorted, flexmerge(taus, blocks, k, linkage="single")[0]))
+               != sorted(map(sorted, merging.whole_model_groups(taus, blocks, k, linkage="single")[0])) for k in (3, 4))
+    Z = linkage(pdist(taus.numpy(), "cosine"), "single")
+    for k in range(1, 6):
+        ref = fcluster(Z, k, "maxclust")
+        ref_groups = sorted(sorted(int(i) for i in np.flatnonzero(ref == c)) for c in set(ref))
+        ours = merging.whole_model_groups(taus, blocks, k, linkage="single")[0]
+        assert sorted(sorted(x) for x in ours) == ref_groups, k
+    with pytest.raises(ValueError, match="linkage"):
+        merging.whole_model_groups(taus, blocks, 2, linkage="ward")
