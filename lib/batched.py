@@ -76,6 +76,9 @@ def local_train_batched(fm: FlatModel, x: torch.Tensor, datasets: list[ArrayData
     for h, cid, d in zip(hooks, client_ids, datasets):
         if h.state:
             raise ValueError(f"client {cid}: hooks carry per-client state; batched training does not use it")
+        if h.lr_scale is not None:
+            raise ValueError(f"client {cid}: hooks carry per-coordinate step sizes (lr_scale); batched training "
+                             f"does not use them (run with batched=False)")
         if len(d) == 0:
             raise ValueError(f"client {cid} has no data")
     steps = [h.num_steps or local.num_steps(len(d)) for h, d in zip(hooks, datasets)]

@@ -67,6 +67,7 @@ class ClientHooks:
     correction: torch.Tensor | None = None
     num_steps: int | None = None
     state: dict = field(default_factory=dict)   # per-client state a strategy hands its own local update
+    lr_scale: torch.Tensor | None = None        # per-coordinate multiple of the local lr (0 freezes a coordinate)
 
 
 @dataclass
@@ -156,6 +157,8 @@ def local_train(fm: FlatModel, x: torch.Tensor, data: ArrayDataset, local: Local
         if hooks.correction is not None:
             g = g + hooks.correction
         d, m = step_direction(g, m, v, t, local)
+        if hooks.lr_scale is not None:   # per-coordinate step sizes (e.g. Ravan's scalings, frozen heads)
+            d = d * hooks.lr_scale
         w.sub_(local.lr * d)             # in place: the leaves see the new weights
     return ClientResult(client_id, w - x, len(data), steps, total.item() / steps, local.lr, local.momentum,
                         bufs if bufs else None)

@@ -465,3 +465,68 @@ def test_track_clients_and_labels():
     assert setting_label(tracks, 1, "dir1") == "gemma · vitaminc: dir1"
     with pytest.raises(ValueError, match="model, task, top_layers"):
         load_tracks(["minilm", "multiemo", 1], [], "smoke")
+
+
+def _ravan_after_a_round():
+    """A Ravan-adapted Tiny whose cores are non-zero (as after a first round), its FlatModel and point."""
+    from lib.peft.adapters import ravan_slices
+    model = Tiny()
+    inject(model, ["query", "value"], "ravan", rank=2, heads=2, seed=0)
+    fm = FlatModel(model)
+    x = fm.flat()
+    g = torch.Generator().manual_seed(5)
+    for core, _, _ in ravan_slices(fm):
+        x[core] = 0.3 * torch.randn(core.stop - core.start, generator=g)
+    return fm, x
+
+
+def test_ravan_scalings_move_only_by_about_the_lr_with_one_step_size_and_far_more_with_their_own():
+    """Adam moves a coordinate by about lr per step: at lr 1e-3 and 4 steps a scaling cannot leave
+    [1 - 0.004, 1 + 0.004] (the single-lr ablation); with scaling_lr = 100 it moves by tenths."""
+    from lib.peft import Ravan
+    from lib.peft.adapters import ravan_slices
+    fm, x = _ravan_after_a_round()
+    local = LocalConfig(lr=1e-3, steps=4, batch_size=16, optimizer="adam")
+    spread = {}
+    for mult in (1.0, 100.0):
+        strat = Ravan(scaling_lr=mult)
+        hooks = strat.configure_client(strat.init(x, 1), 0)
+        r = strat.local_update(fm, x, _data(40, 1), local, hooks, seed=3, client_id=0)
+        spread[mult] = r.extra["scaling_spread"]
+        strat.aggregate(x, {}, [r])
+        assert strat.last_scaling_spread == pytest.approx(spread[mult])
+        w = x + r.delta
+        assert all(torch.allclose(w[s], torch.ones(s.stop - s.start)) for _, s, _ in ravan_slices(fm))  # folded
+    assert 0 < spread[1.0] <= 4 * 1e-3 * 1.001
+    assert spread[100.0] > 25 * spread[1.0] and spread[100.0] > 0.1
+
+
+def test_ravan_head_budget_freezes_the_other_heads_for_that_client_only():
+    from lib.peft import Ravan
+    from lib.peft.adapters import ravan_slices
+    fm, x = _ravan_after_a_round()
+    local = LocalConfig(lr=1e-2, steps=3, batch_size=16, optimizer="adam")
+    strat = Ravan(scaling_lr=10.0, head_budget={1: 1})
+    for cid, trained in ((0, 2), (1, 1)):
+        hooks = strat.configure_client(strat.init(x, 2), cid)
+        d = strat.local_update(fm, x, _data(40, 2), local, hooks, seed=11, client_id=cid).delta
+        for core, scal, heads in ravan_slices(fm):
+            per = (core.stop - core.start) // heads
+            moved = [bool(d[core.start + h * per: core.start + (h + 1) * per].abs().sum() > 0) for h in range(heads)]
+            assert sum(moved) == trained, (cid, moved)
+    with pytest.raises(ValueError, match="head budget"):
+        Ravan(head_budget={0: 0})
+    with pytest.raises(ValueError, match="scaling_lr"):
+        Ravan(scaling_lr=-1)
+
+
+def test_batched_training_refuses_per_coordinate_step_sizes():
+    from lib.batched import local_train_batched
+    from lib.client import ClientHooks
+    model = Tiny()
+    inject(model, ["query"], "lora", rank=2)
+    fm = FlatModel(model)
+    x = fm.flat()
+    with pytest.raises(ValueError, match="lr_scale"):
+        local_train_batched(fm, x, [_data(20, 0)], LocalConfig(steps=1), [ClientHooks(lr_scale=torch.ones_like(x))],
+                            [0], [0])

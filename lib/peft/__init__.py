@@ -20,10 +20,10 @@ tracks.py       one model on one task, ready for federated PEFT (notebooks 05, 0
 FedIT is LoRA with FedAvg (``get_strategy("fedavg")`` on a LoRA-injected model).
 """
 from .adapters import (METHODS, AdapterLinear, adapters, blocks, budget_rank, communicated_count, fold_flat,
-                       fold_scalings, inject, rank_for_budget)
+                       fold_scalings, inject, rank_for_budget, ravan_slices)
 from .ravan import Ravan
 from .rpca import FedRPCA, TaskArithmetic, fedrpca_combine, mean_pairwise_cosine, robust_pca
 
 __all__ = ["METHODS", "AdapterLinear", "adapters", "blocks", "budget_rank", "communicated_count", "fold_flat", "fold_scalings",
-           "inject", "rank_for_budget", "Ravan", "FedRPCA", "TaskArithmetic", "fedrpca_combine",
+           "inject", "rank_for_budget", "ravan_slices", "Ravan", "FedRPCA", "TaskArithmetic", "fedrpca_combine",
            "mean_pairwise_cosine", "robust_pca"]

@@ -189,3 +189,14 @@ def blocks(fm) -> list[tuple[str, slice]]:
         out.append((n, slice(start, start + k)))
         start += k
     return out
+
+
+def ravan_slices(fm) -> list[tuple[slice, slice, int]]:
+    """(cores, scalings, heads) of every Ravan layer: slices of ``fm``'s flat trained vector (the cores as
+    ``heads`` consecutive r x r blocks)."""
+    pos = dict(blocks(fm))
+    out = []
+    for name, m in adapters(fm.module):
+        if m.method == "ravan" and name + ".core" in pos and name + ".scalings" in pos:
+            out.append((pos[name + ".core"], pos[name + ".scalings"], m.heads))
+    return out

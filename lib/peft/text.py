@@ -242,9 +242,10 @@ def effective_rank(m: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def adapter_metrics(fm):
+def adapter_metrics(fm, strategy=None):
     """``metrics(x)`` for ``run_federated``: the mean effective rank of the adapted layers' dW, and for Ravan
-    the norm of each head's core (which heads carry the update), averaged over layers."""
+    the norm of each head's core (which heads carry the update), averaged over layers, and (given its
+    ``strategy``) how far the clients' scalings moved in the last round (``scaling_spread``, mean |s_i - 1|)."""
     from .adapters import adapters
 
     def metrics(x):
@@ -254,5 +255,7 @@ def adapter_metrics(fm):
         if layers and layers[0][1].method == "ravan":
             norms = torch.stack([l.core.detach().flatten(1).norm(dim=1) for _, l in layers]).mean(0)
             out.update({f"head{i}_norm": float(v) for i, v in enumerate(norms)})
+        if strategy is not None and hasattr(strategy, "last_scaling_spread"):
+            out["scaling_spread"] = float(strategy.last_scaling_spread)
         return out
     return metrics
