@@ -78,6 +78,17 @@ def misaligned_fraction(W: torch.Tensor, mu: torch.Tensor) -> float:
 
 
 INITS = {"random": None, "pre-trained, cos 0.8": 0.8, "pre-trained, cos 0 (control)": 0.0}
+COSINES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)   # the alignment sweep: cos(mu, mu') of the pre-training signal
+
+
+def alignment_inits(cosines=COSINES) -> dict:
+    """:data:`INITS` plus a pre-trained init at each cosine of the sweep. Cosines 0.8 and 0 keep their
+    :data:`INITS` names, so those runs are the same runs as the headline ones (same seeds, same data)."""
+    names = {cos: name for name, cos in INITS.items() if cos is not None}
+    out = dict(INITS)
+    for cos in cosines:
+        out.setdefault(names.get(float(cos), f"pre-trained, cos {cos:g}"), float(cos))
+    return out
 
 
 def synthetic_experiment(seed: int, dim: int = 400, filters: int = 20, clients: int = 10, per_client: int = 20,
@@ -127,3 +138,57 @@ def pretrain(model: nn.Module, data: ArrayDataset, lr: float, epochs: int, seed:
     fm, _, data, _ = place(model, [], data, device)
     w = train_centrally(fm, fm.flat(), data, LocalConfig(lr=lr, batch_size=batch_size, epochs=epochs), seed=seed)
     return w.cpu(), evaluate(fm, w, data)[0]
+
+
+def trunk_features(model: nn.Module, data: ArrayDataset, device=None, batch_size: int = 1024) -> torch.Tensor:
+    """The frozen trunk's features of every example: the input of ``model``'s last ``nn.Linear`` layer
+    (its classifier), computed in eval mode without gradients. Returned on the CPU, ``[n, features]``."""
+    from .utils import default_device
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ValueError("model has no Linear layer: no classifier to probe under")
+    device = torch.device(device) if device is not None else default_device()
+    model = model.to(device)
+    grabbed = []
+    hook = last[-1].register_forward_hook(lambda mod, inp, out: grabbed.append(inp[0].detach().flatten(1).cpu()))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(data), batch_size):
+                model(data.x[i: i + batch_size].to(device))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(grabbed)
+
+
+def linear_probe(model: nn.Module, train: ArrayDataset, test: ArrayDataset, *, l2: float = 1e-4,
+                 max_iter: int = 300, seed: int = 0, device=None) -> float:
+    """Linear-probe accuracy: a fresh linear classifier trained centrally on ``train`` on top of the frozen
+    trunk of ``model`` (:func:`trunk_features`), evaluated on ``test``. The standard test that a trunk's
+    features transfer to a task: compared between a pre-trained and a random trunk of the same network.
+
+    The features are standardised with the training set's mean and standard deviation (so a trunk's
+    scale does not decide the comparison); the head is multinomial logistic regression with an L2 penalty
+    ``l2`` on its weights, fitted full-batch by L-BFGS from a seeded start (deterministic under ``seed``).
+    The trunk is not changed."""
+    f_tr, f_te = trunk_features(model, train, device), trunk_features(model, test, device)
+    y_tr, y_te = train.y.cpu().long(), test.y.cpu().long()
+    k = int(max(y_tr.max(), y_te.max())) + 1
+    mean, sd = f_tr.mean(0), f_tr.std(0).clamp_min(1e-6)
+    f_tr, f_te = (f_tr - mean) / sd, (f_te - mean) / sd
+    g = torch.Generator().manual_seed(seed)
+    W = (0.01 * torch.randn(f_tr.shape[1], k, generator=g)).requires_grad_()
+    b = torch.zeros(k, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(f_tr @ W + b, y_tr) + 0.5 * l2 * (W ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((f_te @ W + b).argmax(1) == y_te).float().mean())
