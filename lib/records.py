@@ -56,6 +56,24 @@ def value_at(df, at: float, x: str, y: str = "accuracy", by=("method", "seed")):
     return pd.Series(list(out.values()), index=idx, name=y)
 
 
+def on_grid(df, grid, x: str, y: str = "accuracy", by=("method", "seed")):
+    """Every group's curve (one run: ``by`` ends with the seed) interpolated linearly at the common ``grid`` of
+    ``x`` values, as tidy rows (``by``, ``x``, ``y``); a grid point outside a run's range of ``x`` is left out.
+    Runs whose ``x`` differ (uploads, simulated time) can then be averaged point by point with a band over seeds."""
+    import numpy as np
+    import pandas as pd
+    grid = np.asarray(grid, float)
+    rows = []
+    for key, g in df.groupby(list(by)):
+        g = g.sort_values(x)
+        xs, ys = g[x].to_numpy(float), g[y].to_numpy(float)
+        keep = (grid >= xs.min()) & (grid <= xs.max())
+        key = key if isinstance(key, tuple) else (key,)
+        rows += [{**dict(zip(by, key)), x: float(gx), y: float(v)}
+                 for gx, v in zip(grid[keep], np.interp(grid[keep], xs, ys))]
+    return pd.DataFrame(rows, columns=[*by, x, y])
+
+
 def final_per_seed(df, y: str = "accuracy", last: int = 3, by=("method",), order_by: str | None = None):
     """Mean of the last ``last`` evaluations per group and seed (a Series indexed by ``by`` + seed)."""
     by = list(by)

@@ -1,6 +1,7 @@
 import math
 
 import pandas as pd
+import pytest
 
 from lib.records import final_metric, time_to_target
 
@@ -104,3 +105,15 @@ def test_cached_map_resumes_only_missing_runs_and_keys_on_the_whole_configuratio
     import pytest
     with pytest.raises(ValueError, match="distinct key"):
         records.cached_map(_double_and_mark, [1, 2], "nb", "full", ["a", "a"])
+
+
+def test_on_grid_interpolates_each_run_at_common_points_and_leaves_out_points_beyond_it():
+    import pandas as pd
+    from lib.records import on_grid
+    df = pd.DataFrame({"method": ["a"] * 3 + ["a"] * 2, "seed": [0, 0, 0, 1, 1],
+                       "uploads": [0, 10, 20, 0, 8], "accuracy": [0.1, 0.5, 0.7, 0.2, 0.6]})
+    g = on_grid(df, [0, 5, 10, 15], x="uploads")
+    s0 = g[g.seed == 0].set_index("uploads").accuracy
+    assert s0.to_dict() == pytest.approx({0.0: 0.1, 5.0: 0.3, 10.0: 0.5, 15.0: 0.6})
+    s1 = g[g.seed == 1].set_index("uploads").accuracy
+    assert list(s1.index) == [0.0, 5.0] and s1[5.0] == pytest.approx(0.2 + 0.4 * 5 / 8)   # 10, 15 beyond 8
