@@ -273,3 +273,52 @@ def test_split_items_shuffles_each_items_options_and_keeps_its_answer():
     shuffled = rl.shuffle_choices(synonyms, np.random.default_rng(1))
     assert sorted(shuffled.choices[a] for a in shuffled.answers) == ["3", "three"]
     assert items[0].choices[0] == "right0"                        # the caller's items are left as they were
+
+
+# ---------------------------------------------------------------- outliers with inputs of their own (issue 40)
+def test_outlier_groups_keep_tasks_on_the_same_inputs_together():
+    from lib.routing import pool as rp
+    texts = {"intent": ["play a song", "book a table"],
+             "sentiment": ["Great hotel.", "Awful  pills.", "ok product"],
+             "domain": ["great hotel.", "awful pills.", "OK product"],          # the same sentences, case/space aside
+             "facts": ["The sky is green. Claim: it is blue."]}
+    share = rp.shared_inputs(texts)
+    assert share.loc["sentiment", "domain"] == pytest.approx(1.0) and share.loc["domain", "sentiment"] == pytest.approx(1.0)
+    assert share.loc["intent", "facts"] == 0.0
+    # leaving out "sentiment" alone would leave its inputs among the inliers: it goes out with "domain"
+    assert rp.outlier_groups(texts) == [("intent",), ("sentiment", "domain"), ("facts",)]
+    # one shared sentence in three is enough to join (tol 0), not with a tolerance above it
+    texts["facts"] = ["play a song", "x", "y", "z", "w"]
+    assert rp.outlier_groups(texts)[0] == ("intent", "facts")
+    assert ("intent",) in rp.outlier_groups(texts, tol=0.6)
+
+
+def test_leave_task_out_leaves_a_group_of_tasks_out_together():
+    from lib.routing import leave_task_out
+    x, lab, correct = _clusters(120)
+    correct = torch.cat([correct, torch.ones(120, 1, dtype=torch.float64)], 1)
+    costs = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
+    train = (torch.arange(120) % 2 == 0).numpy()
+    one = {r["router"]: r for r in leave_task_out(x.double(), correct, lab.numpy(), costs, 0, train, router="kmeans",
+                                                  k=3, inv_tau=20)}
+    both = {r["router"]: r for r in leave_task_out(x.double(), correct, lab.numpy(), costs, [0, 1], train,
+                                                   router="kmeans", k=3, inv_tau=20)}
+    # with tasks 0 and 1 out, only task 2's queries are inliers, and AllSee still sees everything
+    assert both["AllSee"]["outlier"] == pytest.approx(100.0)
+    assert both["Base"]["inlier"] == pytest.approx(100.0)
+    assert both["Base"]["outlier"] != pytest.approx(one["Base"]["outlier"])
+    with pytest.raises(ValueError, match="no query belongs"):
+        leave_task_out(x.double(), correct, lab.numpy(), costs, [7], train, router="kmeans", k=3, inv_tau=20)
+
+
+def test_gap_premise_fails_on_a_pool_with_nothing_to_route():
+    from lib import evidence
+    from lib.routing import gap_premise
+    base = np.array([40.0, 35.0, 50.0, 45.0, 38.0])
+    held = gap_premise(base + np.array([3.0, 5.0, 4.0, 6.0, 2.0]), base)
+    assert held.met and "AllSee - Base" in held.value
+    tie = gap_premise(base.copy(), base)                         # instances that tie (a pool at chance)
+    below = gap_premise(base - np.array([1.0, -1.0, 3.0, 2.0, 0.5]), base)
+    assert not tie.met and not below.met
+    ev = evidence.compare(base + 2, base, magnitude=3.5, unit="points", premise=tie)
+    assert ev.verdict == "premise not met" and "seeing the outlier task helps" in ev.reason

@@ -6,4 +6,4 @@
 * :mod:`lib.routing.llm` - the measured LLM pool (BIG-bench multiple-choice items, full profile).
 """
 from .router import (KMeansRouter, KNNRouter, accuracy_cost_curve, auc_by_group, auc_n, cosine_distance,  # noqa: F401
-                     envelope, jaccard_top, kmeans, leave_task_out, route, tilted_weights)
+                     envelope, gap_premise, jaccard_top, kmeans, leave_task_out, route, tilted_weights)

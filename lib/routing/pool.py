@@ -139,3 +139,38 @@ def query_text(task: str, text: str) -> str:
     if task not in INSTRUCTIONS:
         raise ValueError(f"no instruction for task {task!r}; known: {sorted(INSTRUCTIONS)}")
     return f"{INSTRUCTIONS[task]} {text}"
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def shared_inputs(texts: dict) -> "pd.DataFrame":
+    """Share of each task's distinct inputs (rows; whitespace and case ignored) that are also an input of
+    another task (columns). Two tasks on the same sentences (MultiEmo's sentiment and review domain) share
+    all of them: leaving one out leaves its inputs among the inliers."""
+    import pandas as pd
+    sets = {t: {_norm(x) for x in xs} for t, xs in texts.items()}
+    return pd.DataFrame({b: {a: (len(sets[a] & sets[b]) / max(len(sets[a]), 1) if a != b else float("nan"))
+                             for a in sets} for b in sets}).loc[list(sets), list(sets)]
+
+
+def outlier_groups(texts: dict, tol: float = 0.0) -> list[tuple]:
+    """The tasks to leave out together so that no outlier input is also an inlier input: the connected
+    components of "shares more than ``tol`` of its inputs with" (in the order of ``texts``). A task whose
+    inputs no other task has is a group of its own."""
+    share = shared_inputs(texts)
+    names, seen, groups = list(texts), set(), []
+    for t in names:
+        if t in seen:
+            continue
+        comp, todo = [], [t]
+        while todo:
+            a = todo.pop()
+            if a in seen:
+                continue
+            seen.add(a)
+            comp.append(a)
+            todo += [b for b in names if b != a and b not in seen and (share.loc[a, b] > tol or share.loc[b, a] > tol)]
+        groups.append(tuple(sorted(comp, key=names.index)))
+    return groups

@@ -154,9 +154,10 @@ def auc_by_group(est_acc: torch.Tensor, correct: torch.Tensor, costs: torch.Tens
     return out
 
 
-def leave_task_out(emb: torch.Tensor, correct, task, costs, outlier: int, router_train, *, router: str, k: int,
+def leave_task_out(emb: torch.Tensor, correct, task, costs, outlier, router_train, *, router: str, k: int,
                    inv_tau: float, inv_taus=(), lambdas=None, few_shot: int = 0, seed: int = 0) -> list[dict]:
-    """One Leave-Task-Out split: the outlier task's queries are missing from Base's and Prox's training
+    """One Leave-Task-Out split: the outlier task's queries (``outlier``: one task index, or several: a group
+    of tasks left out together, as the paper leaves out HellaSwag+MedQA) are missing from Base's and Prox's training
     queries (``few_shot > 0``: all but that many of them, the paper's Few-Shot-Outlier split) and present
     in AllSee's; each router is scored (AUC_n) on the held-out queries, split into
     outlier, inlier and overall. ``router``: "kmeans" (Base = hard nearest centroid) or "knn" (Base =
@@ -169,7 +170,10 @@ def leave_task_out(emb: torch.Tensor, correct, task, costs, outlier: int, router
     task, router_train = np.asarray(task), np.asarray(router_train, bool)
     lambdas = np.concatenate([[0.0], np.logspace(-3, 2, 60) / float(costs.max())]) if lambdas is None else lambdas
     test = ~router_train
-    groups = {"outlier": test & (task == outlier), "inlier": test & (task != outlier), "overall": test}
+    is_out = np.isin(task, np.atleast_1d(np.asarray(outlier)))
+    if not is_out.any():
+        raise ValueError(f"no query belongs to the outlier task(s) {outlier!r}")
+    groups = {"outlier": test & is_out, "inlier": test & ~is_out, "overall": test}
     cost_range = (float(costs.min()), float(costs.max()))
     grid = np.linspace(*cost_range, 40)
 
@@ -181,9 +185,9 @@ def leave_task_out(emb: torch.Tensor, correct, task, costs, outlier: int, router
             return KNNRouter(x, y, min(k, int(mask.sum())))
         raise ValueError(f"router must be 'kmeans' or 'knn', got {router!r}")
 
-    seen_mask = router_train & (task != outlier)
+    seen_mask = router_train & ~is_out
     if few_shot:
-        ix = np.flatnonzero(router_train & (task == outlier))
+        ix = np.flatnonzero(router_train & is_out)
         if few_shot > len(ix):
             raise ValueError(f"few_shot={few_shot} but the outlier task has {len(ix)} training queries")
         seen_mask[np.random.default_rng(seed).choice(ix, few_shot, replace=False)] = True
@@ -198,3 +202,15 @@ def leave_task_out(emb: torch.Tensor, correct, task, costs, outlier: int, router
         rows.append({"router": "Prox sweep", "inv_tau": float(it),
                      **auc_by_group(seen.utilities(emb, 1.0 / it), correct, costs, groups, lambdas, cost_range)})
     return rows
+
+
+def gap_premise(allsee, base, what: str = "outlier AUC_n"):
+    """The premise of "Prox improves the outliers over Base": seeing the outlier task's queries helps, i.e.
+    AllSee (Base trained with them) beats Base on the outliers, per instance (a paired comparison whose
+    interval must lie above zero, the rule's own test). It fails when the pool's accuracy does not depend on
+    the query in a way the inliers miss (a pool at chance, or one model best everywhere): then Base has no gap
+    that Prox could close, and a Prox - Base difference is noise."""
+    from lib import evidence
+    ev = evidence.compare(allsee, base, unit="points", fmt="+.2f")
+    return evidence.premise(f"seeing the outlier task helps (AllSee - Base, {what} > 0)", ev,
+                            f"AllSee - Base: {ev.text}")
